@@ -1,0 +1,16 @@
+// Slots of the parameter block that TypeScript writes into WebAssembly memory before each call.
+// Every kernel reads its shapes and buffer offsets from here, so one compiled module can serve
+// any number of instances (threads) over the same memory without sharing globals.
+// This file is valid both as AssemblyScript and as TypeScript: src/ imports the same enum.
+export enum P {
+  // shapes
+  B, H, HKV, NQ, NK, DP, BQ, BK, NQB, NKB,
+  // options (0/1 flags and integers)
+  CAUSAL, SINK, CDF_MODE, NKEEP,
+  // f32 options
+  SCALE, QK_MUL, SIM_THRESHOLD, CDF, PV_THRESHOLD,
+  // byte offsets of the buffers
+  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT,
+  SCRATCH, SCRATCH_STRIDE,
+  COUNT,
+}

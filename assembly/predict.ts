@@ -1,0 +1,167 @@
+// Stage 1: block prediction. Pool each query/key block to its mean, measure the block's
+// self-similarity, score the compressed attention map and keep the key blocks that matter.
+import { P } from './params';
+import { param, paramf, ptr, dotRow, madd, hsum } from './simd';
+
+// Mean of the block's valid rows (minus `mean`, the K smoothing) into dst, and the block's
+// self-similarity: the mean pairwise cosine, |sum_a x_a / |x_a||^2 / n^2, in O(nD).
+@inline function poolBlock(src: usize, mean: usize, rows: i32, dp: i32, dst: usize): f32 {
+  for (let d = 0; d < dp; d += 4) store<v128>(dst + (<usize>d << 2), f32x4.splat(0));
+  // The unit-vector sum is built in the same pass, in a second accumulator row after dst.
+  const unit = dst + (<usize>dp << 2);
+  for (let d = 0; d < dp; d += 4) store<v128>(unit + (<usize>d << 2), f32x4.splat(0));
+  for (let r = 0; r < rows; r++) {
+    const x = src + (<usize>r * dp << 2);
+    let nn = f32x4.splat(0);
+    for (let d = 0; d < dp; d += 4) {
+      const o = <usize>d << 2;
+      const v = f32x4.sub(load<v128>(x + o), load<v128>(mean + o));
+      nn = madd(v, v, nn);
+      store<v128>(dst + o, f32x4.add(load<v128>(dst + o), v));
+    }
+    const norm = sqrt<f32>(hsum(nn));
+    if (norm == 0) continue; // a zero row adds 0 to every cosine
+    const inv = f32x4.splat(<f32>1 / norm);
+    for (let d = 0; d < dp; d += 4) {
+      const o = <usize>d << 2;
+      const v = f32x4.sub(load<v128>(x + o), load<v128>(mean + o));
+      store<v128>(unit + o, madd(v, inv, load<v128>(unit + o)));
+    }
+  }
+  const invn = f32x4.splat(<f32>1 / <f32>rows);
+  for (let d = 0; d < dp; d += 4) {
+    const o = <usize>d << 2;
+    store<v128>(dst + o, f32x4.mul(load<v128>(dst + o), invn));
+  }
+  const u = dotRow(unit, unit, dp);
+  return u / (<f32>rows * <f32>rows);
+}
+
+/** Pooled mean and self-similarity of query blocks: tile = (b * H + h) * NQB + i. */
+export function pool_q(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const dp = param(p, P.DP), bq = param(p, P.BQ), nqb = param(p, P.NQB), nq = param(p, P.NQ);
+  const zero = ptr(p, P.KMEAN) + (<usize>param(p, P.B) * param(p, P.HKV) * dp << 2);
+  const tmp = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
+  for (let t = t0; t < t1; t++) {
+    const i = t % nqb;
+    const src = ptr(p, P.Q) + (<usize>t * bq * dp << 2);
+    const sim = poolBlock(src, zero, min(bq, nq - i * bq), dp, tmp);
+    memory.copy(ptr(p, P.QBAR) + (<usize>t * dp << 2), tmp, <usize>dp << 2);
+    store<f32>(ptr(p, P.QSIM) + (<usize>t << 2), sim);
+  }
+}
+
+/** Pooled mean and self-similarity of smoothed key blocks: tile = (b * HKV + hk) * NKB + j. */
+export function pool_k(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const dp = param(p, P.DP), bk = param(p, P.BK), nkb = param(p, P.NKB), nk = param(p, P.NK);
+  const tmp = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
+  for (let t = t0; t < t1; t++) {
+    const j = t % nkb;
+    const src = ptr(p, P.K) + (<usize>t * bk * dp << 2);
+    const mean = ptr(p, P.KMEAN) + (<usize>(t / nkb) * dp << 2);
+    const sim = poolBlock(src, mean, min(bk, nk - j * bk), dp, tmp);
+    memory.copy(ptr(p, P.KBAR) + (<usize>t * dp << 2), tmp, <usize>dp << 2);
+    store<f32>(ptr(p, P.KSIM) + (<usize>t << 2), sim);
+  }
+}
+
+// Block order of a mask row: probability descending, ties to the lower block index.
+@inline function worse(prob: usize, a: i32, b: i32): bool {
+  const pa = load<f64>(prob + (<usize>a << 3)), pb = load<f64>(prob + (<usize>b << 3));
+  return pa < pb || (pa == pb && a > b);
+}
+
+function siftDown(prob: usize, order: usize, start: i32, end: i32): void {
+  let root = start;
+  while (true) {
+    let child = 2 * root + 1;
+    if (child >= end) return;
+    let c = load<i32>(order + (<usize>child << 2));
+    if (child + 1 < end) {
+      const c2 = load<i32>(order + (<usize>(child + 1) << 2));
+      if (worse(prob, c2, c)) { child++; c = c2; }
+    }
+    const r = load<i32>(order + (<usize>root << 2));
+    if (!worse(prob, c, r)) return;
+    store<i32>(order + (<usize>root << 2), c);
+    store<i32>(order + (<usize>child << 2), r);
+    root = child;
+  }
+}
+
+// Heapsort (no allocation, O(n log n)) of block indices, best first: the heap keeps the worst
+// block on top and moves it to the end.
+function sortBlocks(prob: usize, order: usize, n: i32): void {
+  for (let j = 0; j < n; j++) store<i32>(order + (<usize>j << 2), j);
+  for (let s = n / 2 - 1; s >= 0; s--) siftDown(prob, order, s, n);
+  for (let e = n - 1; e > 0; e--) {
+    const top = load<i32>(order);
+    store<i32>(order, load<i32>(order + (<usize>e << 2)));
+    store<i32>(order + (<usize>e << 2), top);
+    siftDown(prob, order, 0, e);
+  }
+}
+
+/** Index of the last key block that query block i may see (-1: none). */
+@inline export function lastKeyBlock(p: usize, i: i32): i32 {
+  const nkb = param(p, P.NKB);
+  if (!param(p, P.CAUSAL)) return nkb - 1;
+  const nq = param(p, P.NQ), bq = param(p, P.BQ);
+  const lastKey = min((i + 1) * bq, nq) - 1 + param(p, P.NK) - nq;
+  return lastKey < 0 ? -1 : min(nkb - 1, lastKey / param(p, P.BK));
+}
+
+/** One row of the block mask: tile = (b * H + h) * NQB + i. */
+export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
+  const nqb = param(p, P.NQB), nkb = param(p, P.NKB);
+  const thr = paramf(p, P.SIM_THRESHOLD), scale = paramf(p, P.SCALE);
+  const prob = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
+  const order = prob + (<usize>nkb << 3);
+  for (let t = t0; t < t1; t++) {
+    const bh = t / nqb, i = t - bh * nqb;
+    const bhk = (bh / h) * hkv + (bh % h) / (h / hkv);
+    const qbar = ptr(p, P.QBAR) + (<usize>t * dp << 2);
+    const kbar = ptr(p, P.KBAR) + (<usize>bhk * nkb * dp << 2);
+    const ksim = ptr(p, P.KSIM) + (<usize>bhk * nkb << 2);
+    const last = lastKeyBlock(p, i);
+
+    let top = -Infinity;
+    for (let j = 0; j < nkb; j++) {
+      let s = -Infinity;
+      if (j <= last && load<f32>(ksim + (<usize>j << 2)) > thr) {
+        s = <f64>(scale * dotRow(qbar, kbar + (<usize>j * dp << 2), dp));
+      }
+      store<f64>(prob + (<usize>j << 3), s);
+      top = max(top, s);
+    }
+    let sum = 0.0;
+    for (let j = 0; j < nkb; j++) {
+      const e = top == -Infinity ? 0.0 : Math.exp(load<f64>(prob + (<usize>j << 3)) - top);
+      store<f64>(prob + (<usize>j << 3), e);
+      sum += e;
+    }
+    if (sum > 0) for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), load<f64>(prob + (<usize>j << 3)) / sum);
+    sortBlocks(prob, order, nkb);
+
+    let keep = param(p, P.NKEEP);
+    if (param(p, P.CDF_MODE)) {
+      const tau = <f64>paramf(p, P.CDF);
+      let run = 0.0;
+      keep = 0;
+      while (keep < nkb) {
+        run += load<f64>(prob + (<usize>load<i32>(order + (<usize>keep << 2)) << 3));
+        if (run > tau) break;
+        keep++;
+      }
+      keep = max(1, keep);
+    }
+
+    const row = ptr(p, P.MASK) + <usize>t * nkb;
+    const forceRow = load<f32>(ptr(p, P.QSIM) + (<usize>t << 2)) <= thr;
+    for (let j = 0; j < nkb; j++) store<u8>(row + j, forceRow || load<f32>(ksim + (<usize>j << 2)) <= thr);
+    for (let k = 0; k < keep; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
+    if (param(p, P.SINK)) store<u8>(row, 1);
+    for (let j = max(last + 1, 0); j < nkb; j++) store<u8>(row + j, 0);
+  }
+}

@@ -1,0 +1,159 @@
+// Stage 0: K smoothing and per-block symmetric INT8 quantization of Q and K (SageAttention style),
+// plus the FP32 packing of K used by the dense path. Codes are laid out for the QK microkernels
+// (microkernels.ts): Q row-major, K in groups of 4 keys interleaved along D so that one broadcast
+// of a Q pair (baseline) or quad (relaxed) meets four keys in one vector instruction.
+import { P } from './params';
+import { param, paramf, ptr, hsum } from './simd';
+
+const SIGN = i32x4.splat(0x80000000);
+
+/** Per-channel mean of K over the valid tokens of one (batch, kv head): tile = b * HKV + hk. */
+export function k_mean(p: usize, t0: i32, t1: i32): void {
+  const dp = param(p, P.DP), nk = param(p, P.NK), nkp = param(p, P.NKB) * param(p, P.BK);
+  const inv = f32x4.splat(<f32>1 / <f32>nk);
+  for (let t = t0; t < t1; t++) {
+    const src = ptr(p, P.K) + (<usize>t * nkp * dp << 2);
+    const dst = ptr(p, P.KMEAN) + (<usize>t * dp << 2);
+    for (let d = 0; d < dp; d += 4) {
+      const o = <usize>d << 2;
+      let s = f32x4.splat(0);
+      for (let r = 0; r < nk; r++) s = f32x4.add(s, load<v128>(src + (<usize>r * dp << 2) + o));
+      store<v128>(dst + o, f32x4.mul(s, inv));
+    }
+  }
+}
+
+@inline function absMax(src: usize, mean: usize, rows: i32, dp: i32): f32 {
+  let m = f32x4.splat(0);
+  for (let r = 0; r < rows; r++) {
+    const row = src + (<usize>r * dp << 2);
+    for (let d = 0; d < dp; d += 4) {
+      const o = <usize>d << 2;
+      m = f32x4.max(m, f32x4.abs(f32x4.sub(load<v128>(row + o), load<v128>(mean + o))));
+    }
+  }
+  const s = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  return max(f32x4.extract_lane(s, 0), f32x4.extract_lane(s, 1));
+}
+
+// Eight codes round((x - mean) * inv) with ties away from zero, as the reference rounds, in i16 lanes.
+@inline function codes8(x: usize, mean: usize, inv: v128): v128 {
+  const a = f32x4.mul(f32x4.sub(load<v128>(x), load<v128>(mean)), inv);
+  const b = f32x4.mul(f32x4.sub(load<v128>(x, 16), load<v128>(mean, 16)), inv);
+  const ha = v128.or(f32x4.splat(0.5), v128.and(a, SIGN));
+  const hb = v128.or(f32x4.splat(0.5), v128.and(b, SIGN));
+  return i16x8.narrow_i32x4_s(
+    i32x4.trunc_sat_f32x4_s(f32x4.add(a, ha)),
+    i32x4.trunc_sat_f32x4_s(f32x4.add(b, hb)),
+  );
+}
+
+@inline function blockScale(amax: f32): f32 {
+  return amax > 0 ? <f32>127 / amax : 0;
+}
+
+/**
+ * Q codes of one query block: tile = (b * H + h) * NQB + i. Writes QC rows (i16 in the baseline
+ * module, i8 in the relaxed one), QSCALE (dq * scale * log2 e) and, relaxed only, QSUM = 127 * sum(q8)
+ * per row: the correction for the +127 shift of K codes (see quantize_k).
+ */
+export function quantize_q(p: usize, t0: i32, t1: i32): void {
+  const dp = param(p, P.DP), bq = param(p, P.BQ);
+  // A row of zeros that TypeScript keeps after the K means: Q is quantized without smoothing.
+  const zero = ptr(p, P.KMEAN) + (<usize>param(p, P.B) * param(p, P.HKV) * dp << 2);
+  for (let t = t0; t < t1; t++) {
+    const row0 = <usize>t * bq;
+    const src = ptr(p, P.Q) + (row0 * dp << 2);
+    const amax = absMax(src, zero, bq, dp);
+    store<f32>(ptr(p, P.QSCALE) + (<usize>t << 2), amax / 127 * paramf(p, P.QK_MUL));
+    const inv = f32x4.splat(blockScale(amax));
+    for (let r = 0; r < bq; r++) {
+      const x = src + (<usize>r * dp << 2);
+      const row = row0 + r;
+      let sum = i16x8.splat(0);
+      for (let d = 0; d < dp; d += 8) {
+        const c = codes8(x + (<usize>d << 2), zero, inv);
+        if (ASC_FEATURE_RELAXED_SIMD) {
+          v128.store64_lane(ptr(p, P.QC) + row * dp + d, i8x16.narrow_i16x8_s(c, c), 0);
+          sum = i16x8.add(sum, c);
+        } else {
+          store<v128>(ptr(p, P.QC) + ((row * dp + d) << 1), c);
+        }
+      }
+      if (ASC_FEATURE_RELAXED_SIMD) {
+        const s32 = i32x4.extadd_pairwise_i16x8_s(sum);
+        const s = i32x4.add(s32, v128.shuffle<i32>(s32, s32, 2, 3, 0, 1));
+        store<i32>(ptr(p, P.QSUM) + (row << 2), 127 * (i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1)));
+      }
+    }
+  }
+}
+
+/**
+ * K codes of one key block of the smoothed K' = K - mean: tile = (b * HKV + hk) * NKB + j.
+ * Baseline: i16 codes, vector = 4 keys x one D pair (for i32x4.dot_i16x8_s).
+ * Relaxed: u = k8 + 127 in [0, 254] is split into ua = u >> 1 and ub = u - ua, both in [0, 127], so
+ * that i32x4.relaxed_dot_i8x16_i7x16_add_s sees a second operand inside its portable range on every
+ * engine; vector = 4 keys x one D quad, ua then ub. The +127 is undone with QSUM.
+ */
+export function quantize_k(p: usize, t0: i32, t1: i32): void {
+  const dp = param(p, P.DP), bk = param(p, P.BK), nkb = param(p, P.NKB), nk = param(p, P.NK);
+  for (let t = t0; t < t1; t++) {
+    const bhk = t / nkb, j = t - bhk * nkb;
+    const rows = min(bk, nk - j * bk);
+    const row0 = <usize>t * bk;
+    const src = ptr(p, P.K) + (row0 * dp << 2);
+    const mean = ptr(p, P.KMEAN) + (<usize>bhk * dp << 2);
+    const amax = absMax(src, mean, rows, dp);
+    store<f32>(ptr(p, P.KSCALE) + (<usize>t << 2), amax / 127);
+    const inv = f32x4.splat(blockScale(amax));
+    for (let r = 0; r < bk; r++) {
+      const x = src + (<usize>r * dp << 2);
+      const group = ptr(p, P.KC) + ((row0 + (r & ~3)) * dp << 1) + ((r & 3) << 2);
+      for (let d = 0; d < dp; d += 8) {
+        const c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
+        if (ASC_FEATURE_RELAXED_SIMD) {
+          const u = i16x8.add(c, i16x8.splat(127));
+          const ua = i16x8.shr_u(u, 1);
+          const b = i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua));
+          const g = group + (<usize>d << 3);
+          v128.store32_lane(g, b, 0);
+          v128.store32_lane(g, b, 2, 16);
+          v128.store32_lane(g, b, 1, 32);
+          v128.store32_lane(g, b, 3, 48);
+        } else {
+          const g = group + (<usize>d << 3);
+          v128.store32_lane(g, c, 0);
+          v128.store32_lane(g, c, 1, 16);
+          v128.store32_lane(g, c, 2, 32);
+          v128.store32_lane(g, c, 3, 48);
+        }
+      }
+    }
+  }
+}
+
+/** FP32 K for the dense path, transposed within groups of 4 keys: tile = (b * HKV + hk) * NKB + j. */
+export function pack_k_f32(p: usize, t0: i32, t1: i32): void {
+  const dp = param(p, P.DP), bk = param(p, P.BK);
+  const stride = <usize>dp << 2;
+  for (let t = t0; t < t1; t++) {
+    for (let g = 0; g < bk; g += 4) {
+      const off = (<usize>t * bk + g) * stride;
+      const src = ptr(p, P.K) + off;
+      const dst = ptr(p, P.KF) + off;
+      for (let d = 0; d < dp; d += 4) {
+        const o = <usize>d << 2;
+        const a = load<v128>(src + o), b = load<v128>(src + stride + o);
+        const c = load<v128>(src + 2 * stride + o), e = load<v128>(src + 3 * stride + o);
+        const ab0 = v128.shuffle<f32>(a, b, 0, 4, 1, 5), ab1 = v128.shuffle<f32>(a, b, 2, 6, 3, 7);
+        const ce0 = v128.shuffle<f32>(c, e, 0, 4, 1, 5), ce1 = v128.shuffle<f32>(c, e, 2, 6, 3, 7);
+        const out = dst + (o << 2);
+        store<v128>(out, v128.shuffle<f32>(ab0, ce0, 0, 1, 4, 5));
+        store<v128>(out, v128.shuffle<f32>(ab0, ce0, 2, 3, 6, 7), 16);
+        store<v128>(out, v128.shuffle<f32>(ab1, ce1, 0, 1, 4, 5), 32);
+        store<v128>(out, v128.shuffle<f32>(ab1, ce1, 2, 3, 6, 7), 48);
+      }
+    }
+  }
+}

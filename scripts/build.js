@@ -1,0 +1,22 @@
+// npm run build: AssemblyScript kernels -> two WebAssembly modules (baseline SIMD128 and relaxed
+// SIMD), each optimized again by binaryen's wasm-opt, then the TypeScript API -> dist/.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const require = createRequire(import.meta.url);
+const bin = (pkg, file) => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), file);
+const run = (file, args) => execFileSync(process.execPath, [file, ...args], { cwd: root, stdio: 'inherit' });
+
+// AssemblyScript's default features, which wasm-opt must be told about, plus SIMD.
+const common = ['--enable-simd', '--enable-bulk-memory', '--enable-bulk-memory-opt', '--enable-sign-ext',
+  '--enable-mutable-globals', '--enable-nontrapping-float-to-int'];
+const targets = { baseline: common, relaxed: [...common, '--enable-relaxed-simd'] };
+for (const [target, features] of Object.entries(targets)) {
+  const out = `build/sparge.${target}.wasm`;
+  run(bin('assemblyscript', 'bin/asc.js'), ['--config', 'asconfig.json', '--target', target]);
+  run(bin('binaryen', 'bin/wasm-opt'), [out, '-O3', ...features, '-o', out]);
+}
+run(bin('typescript', 'bin/tsc'), ['-p', 'tsconfig.json']);

@@ -1,0 +1,157 @@
+// Input checks. Everything here runs before any memory is touched, so a bad call throws a
+// TypeError or RangeError naming the argument and leaves the engine as it was.
+
+export type Layout = 'HND' | 'NHD';
+
+/** Anything with { data, dims }: an onnxruntime-web Tensor fits. */
+export interface TensorLike {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
+export interface Shape {
+  B: number;
+  H: number;
+  N: number;
+  D: number;
+  /** true when the caller gave 3-d dims (B = 1 implied): outputs keep that form. */
+  threeD: boolean;
+}
+
+const fmt = (dims: readonly unknown[]) => `[${dims.join(', ')}]`;
+
+export function checkTensor(name: string, t: unknown, layout: Layout): Shape {
+  if (t === null || typeof t !== 'object') {
+    throw new TypeError(`${name} must be a tensor { data: Float32Array, dims: number[] }, got ${t === null ? 'null' : typeof t}`);
+  }
+  const { data, dims } = t as { data: unknown; dims: unknown };
+  if (!(data instanceof Float32Array)) {
+    const got = data === undefined ? 'undefined' : (data as object)?.constructor?.name ?? typeof data;
+    throw new TypeError(`${name}.data must be a Float32Array, got ${got}`);
+  }
+  if (!Array.isArray(dims)) throw new TypeError(`${name}.dims must be an array of integers`);
+  if (dims.length !== 3 && dims.length !== 4) {
+    throw new RangeError(`${name}.dims must have 3 or 4 entries, got ${fmt(dims)}`);
+  }
+  for (const d of dims) {
+    if (!Number.isInteger(d) || d < 1) {
+      throw new RangeError(`${name}.dims must be positive integers, got ${fmt(dims)}`);
+    }
+  }
+  const full = dims.length === 3 ? [1, ...dims] : dims;
+  const size = full.reduce((a: number, b: number) => a * b, 1);
+  if (data.length !== size) {
+    throw new RangeError(`${name}.data has ${data.length} elements but ${name}.dims ${fmt(dims)} need ${size}`);
+  }
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    if (x - x !== 0) throw new RangeError(`${name}.data must be finite, got ${x} at index ${i}`);
+  }
+  const [B, a, b, D] = full as number[];
+  const [H, N] = layout === 'HND' ? [a, b] : [b, a];
+  if (D > MAX_HEAD_DIM) throw new RangeError(`${name}: head dim must be at most ${MAX_HEAD_DIM}, got ${D}`);
+  return { B, H, N, D, threeD: dims.length === 3 };
+}
+
+export const MAX_HEAD_DIM = 1024;
+const MAX_BLOCK = 512;
+
+export interface Problem {
+  q: Shape;
+  k: Shape;
+  layout: Layout;
+}
+
+export function checkQKV(q: unknown, k: unknown, v: unknown | undefined, layout: Layout): Problem {
+  const qs = checkTensor('q', q, layout);
+  const ks = checkTensor('k', k, layout);
+  if (v !== undefined) {
+    checkTensor('v', v, layout);
+    const kd = (k as TensorLike).dims, vd = (v as TensorLike).dims;
+    if (kd.length !== vd.length || kd.some((d, i) => d !== vd[i])) {
+      throw new RangeError(`v.dims must equal k.dims ${fmt(kd)}, got ${fmt(vd)}`);
+    }
+  }
+  if (qs.threeD !== ks.threeD) throw new RangeError(`q.dims and k.dims must have the same number of entries`);
+  if (qs.B !== ks.B) throw new RangeError(`k batch size must equal q's (${qs.B}), got ${ks.B}`);
+  if (qs.D !== ks.D) throw new RangeError(`k head dim must equal q's (${qs.D}), got ${ks.D}`);
+  if (qs.H % ks.H !== 0) {
+    throw new RangeError(`q heads (${qs.H}) must be a multiple of k/v heads (${ks.H})`);
+  }
+  return { q: qs, k: ks, layout };
+}
+
+export function checkLayout(layout: unknown): Layout {
+  if (layout === undefined) return 'HND';
+  if (layout !== 'HND' && layout !== 'NHD') {
+    throw new TypeError(`options.layout must be 'HND' or 'NHD', got ${JSON.stringify(layout)}`);
+  }
+  return layout;
+}
+
+export function checkBool(name: string, x: unknown, dflt: boolean): boolean {
+  if (x === undefined) return dflt;
+  if (typeof x !== 'boolean') throw new TypeError(`options.${name} must be a boolean, got ${typeof x}`);
+  return x;
+}
+
+export function checkNumber(name: string, x: unknown, dflt: number, lo: number, hi: number, open = ''): number {
+  if (x === undefined) return dflt;
+  if (typeof x !== 'number') throw new TypeError(`options.${name} must be a number, got ${typeof x}`);
+  const loOk = open.includes('(') ? x > lo : x >= lo;
+  const hiOk = open.includes(')') ? x < hi : x <= hi;
+  if (Number.isNaN(x) || !loOk || !hiOk) {
+    const range = `${open.includes('(') ? '(' : '['}${lo}, ${hi}${open.includes(')') ? ')' : ']'}`;
+    throw new RangeError(`options.${name} must be in ${range}, got ${x}`);
+  }
+  return x;
+}
+
+export function checkBlock(name: string, x: unknown, dflt: number): number {
+  if (x === undefined) return dflt;
+  if (typeof x !== 'number' || !Number.isInteger(x)) {
+    throw new TypeError(`options.${name} must be an integer, got ${String(x)}`);
+  }
+  if (x < 16 || x > MAX_BLOCK || x % 16 !== 0) {
+    throw new RangeError(`options.${name} must be a multiple of 16 from 16 to ${MAX_BLOCK}, got ${x}`);
+  }
+  return x;
+}
+
+export function checkOptions(options: unknown, known: readonly string[]): Record<string, unknown> {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(`options must be an object, got ${options === null ? 'null' : typeof options}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new TypeError(`options.${key} is not an option here; expected one of ${known.join(', ')}`);
+    }
+  }
+  return options as Record<string, unknown>;
+}
+
+export interface BlockMaskLike {
+  data: Uint8Array;
+  dims: readonly number[];
+  blockQ?: number;
+  blockK?: number;
+}
+
+export function checkMask(mask: unknown, dims: readonly number[]): Uint8Array {
+  if (mask === null || typeof mask !== 'object') {
+    throw new TypeError(`mask must be a BlockMask { data: Uint8Array, dims }, got ${mask === null ? 'null' : typeof mask}`);
+  }
+  const { data, dims: md } = mask as { data: unknown; dims: unknown };
+  if (!(data instanceof Uint8Array)) throw new TypeError(`mask.data must be a Uint8Array`);
+  if (!Array.isArray(md) || md.length !== 4 || md.some((d, i) => d !== dims[i])) {
+    throw new RangeError(`mask.dims must be ${fmt(dims)} for these inputs and block sizes, got ${Array.isArray(md) ? fmt(md) : String(md)}`);
+  }
+  if (data.length !== dims.reduce((a, b) => a * b, 1)) {
+    throw new RangeError(`mask.data has ${data.length} entries, mask.dims ${fmt(dims)} need ${dims.reduce((a, b) => a * b, 1)}`);
+  }
+  for (let i = 0; i < data.length; i++) {
+    if (data[i] > 1) throw new RangeError(`mask.data must hold 0 or 1, got ${data[i]} at index ${i}`);
+  }
+  return data;
+}

@@ -1,0 +1,349 @@
+// The engine behind createSparge(): checks a call, lays its buffers out in WebAssembly memory,
+// runs the stages' kernels over their tiles and reads the results back.
+import { P } from '../assembly/params.js';
+import {
+  type Layout, type Shape, type TensorLike, type BlockMaskLike,
+  checkQKV, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask,
+} from './checks.js';
+import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan } from './memory.js';
+import type { Features } from './loader.js';
+
+export interface Tensor {
+  data: Float32Array;
+  dims: number[];
+}
+
+export interface BlockMask {
+  /** 1 where query block i attends to key block j: [B, H, nq, nk] */
+  data: Uint8Array;
+  dims: number[];
+  blockQ: number;
+  blockK: number;
+  /** 1 - selected / allowed blocks, over all batches and heads */
+  sparsity: number;
+}
+
+export interface SpargeOptions {
+  causal?: boolean;
+  scale?: number;
+  topk?: number;
+  cdfThreshold?: number;
+  simThreshold?: number;
+  pvThreshold?: number;
+  attentionSink?: boolean;
+  smoothK?: boolean;
+  blockQ?: number;
+  blockK?: number;
+  layout?: Layout;
+  returnMask?: boolean;
+}
+
+export interface DenseOptions {
+  causal?: boolean;
+  scale?: number;
+  layout?: Layout;
+  precision?: 'f32';
+}
+
+export interface AttentionResult {
+  output: Tensor;
+  sparsity: number;
+  mask?: BlockMask;
+}
+
+interface Kernels {
+  k_mean(p: number, t0: number, t1: number): void;
+  quantize_q(p: number, t0: number, t1: number): void;
+  quantize_k(p: number, t0: number, t1: number): void;
+  pack_k_f32(p: number, t0: number, t1: number): void;
+  pool_q(p: number, t0: number, t1: number, worker: number): void;
+  pool_k(p: number, t0: number, t1: number, worker: number): void;
+  predict(p: number, t0: number, t1: number, worker: number): void;
+  attend_sparse(p: number, t0: number, t1: number, worker: number): void;
+  attend_dense(p: number, t0: number, t1: number, worker: number): void;
+  attention_scratch_bytes(bq: number, bk: number): number;
+}
+
+const SPARGE_KEYS = [
+  'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
+  'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask',
+] as const;
+const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision'] as const;
+
+/** Defaults of the block sizes (the reference's GPU tiles; see README for CPU measurements). */
+export const DEFAULT_BLOCK_Q = 128;
+export const DEFAULT_BLOCK_K = 64;
+
+interface Stage1Options {
+  topk?: number;
+  cdfThreshold?: number;
+  simThreshold: number;
+  attentionSink: boolean;
+}
+
+interface Call {
+  dims: Dims;
+  q: Shape;
+  layout: Layout;
+  causal: boolean;
+  scale: number;
+}
+
+/** Number of key blocks query block i may see: the bottom-right-aligned causal rule. */
+export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
+  if (!causal) return d.NKB;
+  const lastKey = Math.min((i + 1) * d.BQ, d.NQ) - 1 + d.NK - d.NQ;
+  return lastKey < 0 ? 0 : Math.min(d.NKB, Math.floor(lastKey / d.BK) + 1);
+}
+
+export class Engine {
+  readonly threads = 1;
+  private readonly memory: WebAssembly.Memory;
+  private readonly k: Kernels;
+  private plan?: Plan;
+
+  constructor(module: WebAssembly.Module, readonly features: Features) {
+    this.memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE });
+    const instance = new WebAssembly.Instance(module, { env: { memory: this.memory } });
+    this.k = instance.exports as unknown as Kernels;
+  }
+
+  /** Bytes of WebAssembly memory in use (it grows to the largest call and is then reused). */
+  get memoryBytes(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  private call(q: unknown, k: unknown, v: unknown, o: Record<string, unknown>, blockQ?: number, blockK?: number): Call {
+    const layout = checkLayout(o.layout);
+    const pr = checkQKV(q, k, v, layout);
+    const causal = checkBool('causal', o.causal, false);
+    const scale = checkNumber('scale', o.scale, 1 / Math.sqrt(pr.q.D), 0, Infinity, '()');
+    const bq = blockQ ?? checkBlock('blockQ', o.blockQ, DEFAULT_BLOCK_Q);
+    const bk = blockK ?? checkBlock('blockK', o.blockK, DEFAULT_BLOCK_K);
+    const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, bq, bk);
+    return { dims, q: pr.q, layout, causal, scale };
+  }
+
+  /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
+  private prepare(c: Call, job: Job): Plan {
+    const d = c.dims;
+    const p = plan(d, job, 1, this.k.attention_scratch_bytes(d.BQ, d.BK));
+    if (p.end > MAX_BYTES) {
+      throw new RangeError(
+        `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
+      );
+    }
+    const have = this.memory.buffer.byteLength;
+    if (p.end > have) {
+      try {
+        this.memory.grow(Math.ceil((p.end - have) / PAGE));
+      } catch {
+        throw new RangeError(`inputs too large: this call needs ${p.end} bytes of WebAssembly memory and the engine refused to grow it`);
+      }
+    }
+    const i32 = new Int32Array(this.memory.buffer, p.params, P.COUNT);
+    const f32 = new Float32Array(this.memory.buffer, p.params, P.COUNT);
+    i32.fill(0);
+    i32[P.B] = d.B; i32[P.H] = d.H; i32[P.HKV] = d.HKV; i32[P.NQ] = d.NQ; i32[P.NK] = d.NK;
+    i32[P.DP] = d.DP; i32[P.BQ] = d.BQ; i32[P.BK] = d.BK; i32[P.NQB] = d.NQB; i32[P.NKB] = d.NKB;
+    i32[P.CAUSAL] = c.causal ? 1 : 0;
+    f32[P.SCALE] = c.scale;
+    f32[P.QK_MUL] = c.scale * Math.LOG2E;
+    for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
+    this.plan = p;
+    return p;
+  }
+
+  private params(): { i32: Int32Array; f32: Float32Array } {
+    const at = this.plan!.params;
+    return { i32: new Int32Array(this.memory.buffer, at, P.COUNT), f32: new Float32Array(this.memory.buffer, at, P.COUNT) };
+  }
+
+  /** Copies a user tensor into its padded HND buffer: rows of DP floats, NP rows per head. */
+  private write(slot: P, t: TensorLike, H: number, N: number, NP: number, c: Call): void {
+    const d = c.dims;
+    const mem = new Float32Array(this.memory.buffer);
+    const dst = this.plan!.at[slot]! >> 2;
+    const D = d.D, DP = d.DP, src = t.data;
+    if (DP !== D || NP !== N) mem.fill(0, dst, dst + d.B * H * NP * DP);
+    for (let b = 0; b < d.B; b++) {
+      for (let h = 0; h < H; h++) {
+        const head = dst + (b * H + h) * NP * DP;
+        if (c.layout === 'HND' && DP === D) {
+          const s = (b * H + h) * N * D;
+          mem.set(src.subarray(s, s + N * D), head);
+          continue;
+        }
+        for (let n = 0; n < N; n++) {
+          const s = c.layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
+          mem.set(src.subarray(s, s + D), head + n * DP);
+        }
+      }
+    }
+  }
+
+  private readOutput(c: Call): Tensor {
+    const d = c.dims, { B, H, N, D } = c.q;
+    const mem = new Float32Array(this.memory.buffer);
+    const src = this.plan!.at[P.OUT]! >> 2;
+    const NP = d.NQB * d.BQ, DP = d.DP;
+    const out = new Float32Array(B * H * N * D);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        const head = src + (b * H + h) * NP * DP;
+        for (let n = 0; n < N; n++) {
+          const o = c.layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
+          out.set(mem.subarray(head + n * DP, head + n * DP + D), o);
+        }
+      }
+    }
+    const dims = c.layout === 'HND' ? [B, H, N, D] : [B, N, H, D];
+    return { data: out, dims: c.q.threeD ? dims.slice(1) : dims };
+  }
+
+  private writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): void {
+    const d = c.dims;
+    this.write(P.Q, q, d.H, d.NQ, d.NQB * d.BQ, c);
+    this.write(P.K, k, d.HKV, d.NK, d.NKB * d.BK, c);
+    if (v) this.write(P.V, v, d.HKV, d.NK, d.NKB * d.BK, c);
+  }
+
+  /**
+   * Runs a kernel over tiles [0, n), one tile per call: V8 compiles a function's optimized code only
+   * between calls, so one long call would stay in its baseline tier for the whole first run.
+   */
+  private run(kernel: (p: number, t0: number, t1: number, worker: number) => void, n: number): void {
+    const p = this.plan!.params;
+    for (let t = 0; t < n; t++) kernel(p, t, t + 1, 0);
+  }
+
+  /** K means (or zeros without smoothing) and the zero row after them. */
+  private smooth(c: Call, smoothK: boolean): void {
+    const d = c.dims, at = this.plan!.at[P.KMEAN]!;
+    new Float32Array(this.memory.buffer, at, (d.B * d.HKV + 1) * d.DP).fill(0);
+    if (smoothK) this.run(this.k.k_mean, d.B * d.HKV);
+  }
+
+  private stage1(c: Call, o: Stage1Options): void {
+    const d = c.dims, p = this.plan!.params;
+    const { i32, f32 } = this.params();
+    if (o.cdfThreshold !== undefined) {
+      i32[P.CDF_MODE] = 1;
+      f32[P.CDF] = o.cdfThreshold;
+    } else {
+      i32[P.NKEEP] = Math.max(1, Math.floor(o.topk! * d.NKB));
+    }
+    f32[P.SIM_THRESHOLD] = o.simThreshold as number;
+    i32[P.SINK] = o.attentionSink ? 1 : 0;
+    this.run(this.k.pool_q, d.B * d.H * d.NQB);
+    this.run(this.k.pool_k, d.B * d.HKV * d.NKB);
+    this.run(this.k.predict, d.B * d.H * d.NQB);
+  }
+
+  private stage2(c: Call, pvThreshold: number): void {
+    const d = c.dims, p = this.plan!.params;
+    this.params().f32[P.PV_THRESHOLD] = pvThreshold;
+    this.run(this.k.quantize_q, d.B * d.H * d.NQB);
+    this.run(this.k.quantize_k, d.B * d.HKV * d.NKB);
+    this.run(this.k.attend_sparse, d.B * d.H * d.NQB);
+  }
+
+  private readMask(c: Call): BlockMask {
+    const d = c.dims;
+    const n = d.B * d.H * d.NQB * d.NKB;
+    const data = new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, n).slice();
+    return { data, dims: [d.B, d.H, d.NQB, d.NKB], blockQ: d.BQ, blockK: d.BK, sparsity: sparsityOf(data, d, c.causal) };
+  }
+
+  /** Option checks shared by attention() and predictMask(), done before anything runs. */
+  private sparseOptions(options: unknown) {
+    const o = checkOptions(options, SPARGE_KEYS);
+    const parsed = {
+      topk: checkNumber('topk', o.topk, 0.5, 0, 1, '(]'),
+      cdfThreshold: checkNumber('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]'),
+      simThreshold: checkNumber('simThreshold', o.simThreshold, -0.1, -Infinity, Infinity, '()'),
+      pvThreshold: checkNumber('pvThreshold', o.pvThreshold, 50, 0, Infinity),
+      attentionSink: checkBool('attentionSink', o.attentionSink, false),
+      smoothK: checkBool('smoothK', o.smoothK, true),
+      returnMask: checkBool('returnMask', o.returnMask, false),
+    };
+    if (o.topk !== undefined && o.cdfThreshold !== undefined) {
+      throw new TypeError('options.topk and options.cdfThreshold: give one of them, not both');
+    }
+    const stage1: Stage1Options = {
+      topk: o.cdfThreshold === undefined ? parsed.topk : undefined,
+      cdfThreshold: o.cdfThreshold === undefined ? undefined : parsed.cdfThreshold,
+      simThreshold: parsed.simThreshold,
+      attentionSink: parsed.attentionSink,
+    };
+    return { o, parsed, stage1 };
+  }
+
+  attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): AttentionResult {
+    const { o, parsed, stage1 } = this.sparseOptions(options);
+    const c = this.call(q, k, v, o);
+    this.prepare(c, 'sparse');
+    this.writeInputs(c, q, k, v);
+    this.smooth(c, parsed.smoothK);
+    this.stage1(c, stage1);
+    const mask = this.readMask(c);
+    this.stage2(c, parsed.pvThreshold);
+    const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
+    if (parsed.returnMask) res.mask = mask;
+    return res;
+  }
+
+  predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): BlockMask {
+    const { o, parsed, stage1 } = this.sparseOptions(options);
+    const c = this.call(q, k, undefined, o);
+    this.prepare(c, 'mask');
+    this.writeInputs(c, q, k);
+    this.smooth(c, parsed.smoothK);
+    this.stage1(c, stage1);
+    return this.readMask(c);
+  }
+
+  blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): AttentionResult {
+    const { o, parsed } = this.sparseOptions(options);
+    const bq = checkBlock('blockQ', (mask as BlockMask | undefined)?.blockQ ?? o.blockQ, DEFAULT_BLOCK_Q);
+    const bk = checkBlock('blockK', (mask as BlockMask | undefined)?.blockK ?? o.blockK, DEFAULT_BLOCK_K);
+    const c = this.call(q, k, v, o, bq, bk);
+    const d = c.dims;
+    const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
+    this.prepare(c, 'sparse');
+    this.writeInputs(c, q, k, v);
+    new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
+    this.smooth(c, parsed.smoothK);
+    this.stage2(c, parsed.pvThreshold);
+    const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(m, d, c.causal) };
+    if (parsed.returnMask) res.mask = { data: m.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
+    return res;
+  }
+
+  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Tensor {
+    const o = checkOptions(options, DENSE_KEYS);
+    if (o.precision !== undefined && o.precision !== 'f32') {
+      throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(o.precision)}`);
+    }
+    const c = this.call(q, k, v, o, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
+    const d = c.dims, p = this.prepare(c, 'dense').params;
+    this.writeInputs(c, q, k, v);
+    this.run(this.k.pack_k_f32, d.B * d.HKV * d.NKB);
+    this.run(this.k.attend_dense, d.B * d.H * d.NQB);
+    return this.readOutput(c);
+  }
+}
+
+/** 1 - selected / allowed over all heads; blocks the causal rule forbids count in neither. */
+export function sparsityOf(mask: Uint8Array, d: Dims, causal: boolean): number {
+  let selected = 0, allowed = 0;
+  for (let bh = 0; bh < d.B * d.H; bh++) {
+    for (let i = 0; i < d.NQB; i++) {
+      const n = allowedBlocks(d, causal, i);
+      allowed += n;
+      const row = (bh * d.NQB + i) * d.NKB;
+      for (let j = 0; j < n; j++) selected += mask[row + j];
+    }
+  }
+  return allowed === 0 ? 0 : 1 - selected / allowed;
+}

@@ -1,0 +1,78 @@
+// Layout of one call's buffers in WebAssembly memory. TypeScript owns the memory: kernels allocate
+// nothing and find every buffer through the parameter block (assembly/params.ts), so the same
+// layout can later be read by several instances sharing the memory.
+import { P } from '../assembly/params.js';
+
+export const PAGE = 65536;
+/** wasm32 addresses 4 GiB; engines may refuse less, which grow() reports. */
+export const MAX_BYTES = 65536 * PAGE;
+/** The first page is left to the module's own static data (it has none today). */
+const BASE = PAGE;
+const ALIGN = 64;
+
+export interface Dims {
+  B: number; H: number; HKV: number; NQ: number; NK: number; D: number;
+  DP: number; BQ: number; BK: number; NQB: number; NKB: number;
+}
+
+export type Job = 'mask' | 'sparse' | 'dense';
+
+export function dimsOf(B: number, H: number, HKV: number, NQ: number, NK: number, D: number, BQ: number, BK: number): Dims {
+  return {
+    B, H, HKV, NQ, NK, D, BQ, BK,
+    DP: Math.ceil(D / 8) * 8,
+    NQB: Math.ceil(NQ / BQ),
+    NKB: Math.ceil(NK / BK),
+  };
+}
+
+export interface Plan {
+  /** byte offset of each buffer, by parameter slot */
+  at: Partial<Record<P, number>>;
+  params: number;
+  end: number;
+}
+
+/**
+ * Byte offsets for a job. Rows are padded to whole blocks and channels to DP (a multiple of 8),
+ * with zeros, so that kernels never test for edges inside their hot loops.
+ */
+export function plan(d: Dims, job: Job, workers: number, attnScratch: number): Plan {
+  const at: Partial<Record<P, number>> = {};
+  let end = BASE;
+  const take = (bytes: number) => {
+    const o = end;
+    end += Math.ceil(bytes / ALIGN) * ALIGN;
+    return o;
+  };
+  const params = take(P.COUNT * 4);
+  const qRows = d.B * d.H * d.NQB * d.BQ;
+  const kRows = d.B * d.HKV * d.NKB * d.BK;
+  const qBlocks = d.B * d.H * d.NQB, kBlocks = d.B * d.HKV * d.NKB;
+  at[P.Q] = take(qRows * d.DP * 4);
+  at[P.K] = take(kRows * d.DP * 4);
+  if (job !== 'mask') at[P.V] = take(kRows * d.DP * 4);
+  // K means, then one row of zeros that the Q kernels use as "no mean".
+  at[P.KMEAN] = take((d.B * d.HKV + 1) * d.DP * 4);
+  if (job === 'dense') {
+    at[P.KF] = take(kRows * d.DP * 4);
+  } else {
+    at[P.QBAR] = take(qBlocks * d.DP * 4);
+    at[P.QSIM] = take(qBlocks * 4);
+    at[P.KBAR] = take(kBlocks * d.DP * 4);
+    at[P.KSIM] = take(kBlocks * 4);
+    at[P.MASK] = take(qBlocks * d.NKB);
+  }
+  if (job === 'sparse') {
+    at[P.QC] = take(qRows * d.DP * 2);
+    at[P.QSUM] = take(qRows * 4);
+    at[P.QSCALE] = take(qBlocks * 4);
+    at[P.KC] = take(kRows * d.DP * 2);
+    at[P.KSCALE] = take(kBlocks * 4);
+  }
+  if (job !== 'mask') at[P.OUT] = take(qRows * d.DP * 4);
+  const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 12, attnScratch) / ALIGN) * ALIGN;
+  at[P.SCRATCH_STRIDE] = stride;
+  at[P.SCRATCH] = take(stride * workers);
+  return { at, params, end };
+}

@@ -1,0 +1,297 @@
+// Shared by the tests (and the demo and benchmarks): deterministic inputs, an FP64 attention
+// reference, a plain TypeScript-free restatement of Stage 1, the reference cases, and metrics.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const REFERENCE_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
+
+/** Seeded uniform [0, 1) generator (mulberry32). */
+export function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function gaussian(n, seed, sigma = 1) {
+  const r = rng(seed), out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(r(), 1e-12), v = r();
+    const m = sigma * Math.sqrt(-2 * Math.log(u));
+    out[i] = m * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = m * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+export const tensor = (data, dims) => ({ data, dims });
+
+/**
+ * Video-like tokens: a frames x side x side grid whose features vary smoothly in space and time,
+ * plus noise, so attention is local and most key blocks are negligible (as in video diffusion).
+ */
+export function videoLike(H, frames, side, D, seed, noise = 0.3) {
+  const N = frames * side * side, r = rng(seed);
+  const make = (salt) => {
+    const out = new Float32Array(H * N * D);
+    const freq = Array.from({ length: H * D }, () => [r() * 0.6, r() * 0.6, r() * 0.4, r() * 6.28]);
+    const g = gaussian(H * N * D, seed * 7 + salt, noise);
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        const f = Math.floor(n / (side * side)), y = Math.floor(n / side) % side, x = n % side;
+        for (let d = 0; d < D; d++) {
+          const [a, b, c, ph] = freq[h * D + d];
+          out[(h * N + n) * D + d] = 2 * Math.sin(a * x + b * y + c * f + ph) + g[(h * N + n) * D + d];
+        }
+      }
+    }
+    return out;
+  };
+  return { q: make(1), k: make(2), v: gaussian(H * N * D, seed + 99), N };
+}
+
+/** RoPE-rotated random q/k (as an LLM layer sees them), for causal tests. */
+export function ropeLike(H, N, D, seed) {
+  const rot = (x) => {
+    for (let h = 0; h < H; h++) {
+      for (let n = 0; n < N; n++) {
+        for (let i = 0; i + 1 < D; i += 2) {
+          const ang = n * Math.pow(10000, -i / D);
+          const o = (h * N + n) * D + i, a = x[o], b = x[o + 1];
+          x[o] = a * Math.cos(ang) - b * Math.sin(ang);
+          x[o + 1] = a * Math.sin(ang) + b * Math.cos(ang);
+        }
+      }
+    }
+    return x;
+  };
+  return { q: rot(gaussian(H * N * D, seed)), k: rot(gaussian(H * N * D, seed + 1)), v: gaussian(H * N * D, seed + 2) };
+}
+
+/** Reads element (b, h, n, d) of a tensor in either layout, as dims [B, H, N, D]. */
+function accessor(t, layout) {
+  const dims = t.dims.length === 3 ? [1, ...t.dims] : t.dims;
+  const [B, a, b, D] = dims;
+  const [H, N] = layout === 'NHD' ? [b, a] : [a, b];
+  const at = layout === 'NHD' ? (bb, h, n) => ((bb * N + n) * H + h) * D : (bb, h, n) => ((bb * H + h) * N + n) * D;
+  return { B, H, N, D, at };
+}
+
+/** FP64 dense attention, [B, H, Nq, D] HND output (bottom-right causal). */
+export function attentionF64(q, k, v, { causal = false, scale, layout = 'HND' } = {}) {
+  const Q = accessor(q, layout), K = accessor(k, layout);
+  const { B, H, N: Nq, D } = Q, Nk = K.N, g = H / K.H;
+  const sc = scale ?? 1 / Math.sqrt(D);
+  const out = new Float64Array(B * H * Nq * D);
+  const s = new Float64Array(Nk), acc = new Float64Array(D), qi = new Float64Array(D);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / g);
+      for (let i = 0; i < Nq; i++) {
+        const qo = Q.at(b, h, i);
+        for (let d = 0; d < D; d++) qi[d] = q.data[qo + d];
+        const last = causal ? Math.min(Nk - 1, i + Nk - Nq) : Nk - 1;
+        let m = -Infinity;
+        for (let j = 0; j <= last; j++) {
+          const ko = K.at(b, hk, j);
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += qi[d] * k.data[ko + d];
+          s[j] = dot * sc;
+          if (s[j] > m) m = s[j];
+        }
+        acc.fill(0);
+        let l = 0;
+        for (let j = 0; j <= last; j++) {
+          const p = Math.exp(s[j] - m);
+          l += p;
+          const vo = K.at(b, hk, j);
+          for (let d = 0; d < D; d++) acc[d] += p * v.data[vo + d];
+        }
+        const o = ((b * H + h) * Nq + i) * D;
+        for (let d = 0; d < D; d++) out[o + d] = l > 0 ? acc[d] / l : 0;
+      }
+    }
+  }
+  return out;
+}
+
+/** Converts an output tensor in `layout` to HND order for comparisons. */
+export function toHND(t, layout) {
+  if (layout === 'HND') return t.data;
+  const A = accessor(t, layout), out = new Float32Array(t.data.length);
+  for (let b = 0; b < A.B; b++) for (let h = 0; h < A.H; h++) for (let n = 0; n < A.N; n++) {
+    out.set(t.data.subarray(A.at(b, h, n), A.at(b, h, n) + A.D), ((b * A.H + h) * A.N + n) * A.D);
+  }
+  return out;
+}
+
+export function l1(out, ref) {
+  let a = 0, b = 0;
+  for (let i = 0; i < ref.length; i++) { a += Math.abs(out[i] - ref[i]); b += Math.abs(ref[i]); }
+  return a / b;
+}
+
+export function cosine(out, ref) {
+  let ab = 0, aa = 0, bb = 0;
+  for (let i = 0; i < ref.length; i++) { ab += out[i] * ref[i]; aa += out[i] * out[i]; bb += ref[i] * ref[i]; }
+  return ab / Math.sqrt(aa * bb);
+}
+
+export function maxAbsDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+/**
+ * Stage 1 restated plainly in FP64 from ALGORITHM.md, for HND single-batch-or-more inputs. Returns
+ * { mask, phat } with phat the pooled probabilities [B, H, nq, nk] that the masks are compared on.
+ * Self-similarity uses the O(n^2) pairwise definition, to check the kernels' O(n) identity.
+ */
+export function stage1F64(q, k, o) {
+  const Q = accessor(q, 'HND'), K = accessor(k, 'HND');
+  const { B, H, N: Nq, D } = Q, Hkv = K.H, Nk = K.N, g = H / Hkv;
+  const { blockQ = 128, blockK = 64, causal = false, simThreshold = -0.1, attentionSink = false, smoothK = true } = o;
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  const nq = Math.ceil(Nq / blockQ), nk = Math.ceil(Nk / blockK);
+  const pool = (t, acc, b, h, r0, rows, mean) => {
+    const bar = new Float64Array(D), units = [];
+    for (let r = r0; r < r0 + rows; r++) {
+      const x = Array.from({ length: D }, (_, d) => t.data[acc.at(b, h, r) + d] - (mean ? mean[d] : 0));
+      x.forEach((v, d) => { bar[d] += v / rows; });
+      const nrm = Math.hypot(...x);
+      units.push(nrm === 0 ? null : x.map((v) => v / nrm));
+    }
+    let sim = 0;
+    for (const a of units) for (const c of units) if (a && c) sim += a.reduce((s, v, d) => s + v * c[d], 0);
+    return { bar, sim: sim / (rows * rows) };
+  };
+  const mask = new Uint8Array(B * H * nq * nk), phat = new Float64Array(B * H * nq * nk);
+  for (let b = 0; b < B; b++) {
+    const kb = [];
+    for (let hk = 0; hk < Hkv; hk++) {
+      const mean = new Float64Array(D);
+      if (smoothK) for (let n = 0; n < Nk; n++) for (let d = 0; d < D; d++) mean[d] += k.data[K.at(b, hk, n) + d] / Nk;
+      kb.push(Array.from({ length: nk }, (_, j) => pool(k, K, b, hk, j * blockK, Math.min(blockK, Nk - j * blockK), mean)));
+    }
+    for (let h = 0; h < H; h++) {
+      const keys = kb[Math.floor(h / g)];
+      for (let i = 0; i < nq; i++) {
+        const qb = pool(q, Q, b, h, i * blockQ, Math.min(blockQ, Nq - i * blockQ), null);
+        const lastKey = Math.min((i + 1) * blockQ, Nq) - 1 + Nk - Nq;
+        const allowed = (j) => !causal || j * blockK <= lastKey;
+        const s = keys.map((kk, j) => (allowed(j) && kk.sim > simThreshold
+          ? scale * qb.bar.reduce((a, v, d) => a + v * kk.bar[d], 0) : -Infinity));
+        const m = Math.max(...s);
+        const e = s.map((x) => (m === -Infinity ? 0 : Math.exp(x - m)));
+        const sum = e.reduce((a, x) => a + x, 0);
+        const p = e.map((x) => (sum > 0 ? x / sum : 0));
+        const order = p.map((x, j) => j).sort((a, c) => p[c] - p[a] || a - c);
+        let keep;
+        if (o.cdfThreshold !== undefined) {
+          keep = 0;
+          let run = 0;
+          while (keep < nk && (run += p[order[keep]]) <= o.cdfThreshold) keep++;
+          keep = Math.max(1, keep);
+        } else {
+          keep = Math.max(1, Math.floor((o.topk ?? 0.5) * nk));
+        }
+        const row = ((b * H + h) * nq + i) * nk;
+        for (let t = 0; t < keep; t++) mask[row + order[t]] = 1;
+        for (let j = 0; j < nk; j++) {
+          if (keys[j].sim <= simThreshold || qb.sim <= simThreshold) mask[row + j] = 1;
+          phat[row + j] = p[j];
+        }
+        if (attentionSink) mask[row] = 1;
+        for (let j = 0; j < nk; j++) if (!allowed(j)) mask[row + j] = 0;
+      }
+    }
+  }
+  return { mask, phat, nq, nk };
+}
+
+/**
+ * The comparison of ALGORITHM.md: per query-block row, the pooled mass each mask keeps; the share
+ * of rows whose masses agree within tol, and both densities. Rows of a partial last query block
+ * and columns of a partial last key block are left out (`edge`).
+ */
+export function compareMasks(a, b, phat, dims, { causal, Nq, Nk, blockQ, blockK, tol = 0.01, edge = true }) {
+  const [B, H, nq, nk] = dims;
+  const skipRow = edge && Nq % blockQ !== 0 ? nq - 1 : -1;
+  const skipCol = edge && Nk % blockK !== 0 ? nk - 1 : -1;
+  let rows = 0, agree = 0, selA = 0, selB = 0, allowed = 0, worst = 0;
+  for (let bh = 0; bh < B * H; bh++) {
+    for (let i = 0; i < nq; i++) {
+      if (i === skipRow) continue;
+      const lastKey = Math.min((i + 1) * blockQ, Nq) - 1 + Nk - Nq;
+      // The reference forces a partial key block outside its top-k/CDF budget (its padded rows read
+      // as NaN); `a` may spend a slot of its budget on it. Such rows are left out of the densities.
+      // (A row that keeps every block spent no budget.)
+      const row = a.subarray((bh * nq + i) * nk, (bh * nq + i + 1) * nk);
+      const budgetDiffers = skipCol >= 0 && row[skipCol] === 1 && row.some((x, j) => x === 0 && !(causal && j * blockK > lastKey));
+      let ma = 0, mb = 0;
+      for (let j = 0; j < nk; j++) {
+        if (j === skipCol || (causal && j * blockK > lastKey)) continue;
+        const x = (bh * nq + i) * nk + j;
+        if (!budgetDiffers) {
+          allowed++;
+          selA += a[x]; selB += b[x];
+        }
+        ma += a[x] * phat[x]; mb += b[x] * phat[x];
+      }
+      rows++;
+      worst = Math.max(worst, Math.abs(ma - mb));
+      if (Math.abs(ma - mb) <= tol) agree++;
+    }
+  }
+  return { rowAgreement: agree / rows, densityA: selA / allowed, densityB: selB / allowed, worst };
+}
+
+function f16ToF32(u16) {
+  const out = new Float32Array(u16.length);
+  for (let i = 0; i < u16.length; i++) {
+    const h = u16[i], s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+    out[i] = e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
+  }
+  return out;
+}
+
+export function readF16(file) {
+  const buf = fs.readFileSync(file);
+  return f16ToF32(new Uint16Array(buf.buffer, buf.byteOffset, buf.length / 2));
+}
+
+export function referenceCases() {
+  if (!fs.existsSync(REFERENCE_DIR)) return [];
+  return fs.readdirSync(REFERENCE_DIR).filter((n) => fs.existsSync(path.join(REFERENCE_DIR, n, 'meta.json'))).sort();
+}
+
+/** One reference case: its meta, q/k/v as 3-d HND tensors, and per-config masks and outputs. */
+export function loadCase(name) {
+  const dir = path.join(REFERENCE_DIR, name);
+  const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
+  const t = (f) => tensor(readF16(path.join(dir, `${f}.f16`)), meta.files[f]);
+  const configs = meta.configs.map((c) => ({
+    ...c,
+    blockQ: c.BLKQ ?? meta.BLKQ,
+    blockK: c.BLKK ?? meta.BLKK,
+    mask: new Uint8Array(fs.readFileSync(path.join(dir, `mask_${c.name}.u8`))),
+    maskDims: [1, ...meta.files[`mask_${c.name}`]],
+    output: c.mask_only ? null : readF16(path.join(dir, `o_${c.name}.f16`)),
+    options: {
+      causal: meta.causal,
+      simThreshold: c.simth,
+      ...(c.cdf !== undefined ? { cdfThreshold: c.cdf } : { topk: c.topk }),
+      attentionSink: !!c.sink,
+      blockQ: c.BLKQ ?? meta.BLKQ,
+      blockK: c.BLKK ?? meta.BLKK,
+    },
+  }));
+  return { meta, q: t('q'), k: t('k'), v: t('v'), configs };
+}
