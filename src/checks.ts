@@ -43,10 +43,6 @@ export function checkTensor(name: string, t: unknown, layout: Layout): Shape {
   if (data.length !== size) {
     throw new RangeError(`${name}.data has ${data.length} elements but ${name}.dims ${fmt(dims)} need ${size}`);
   }
-  for (let i = 0; i < data.length; i++) {
-    const x = data[i];
-    if (x - x !== 0) throw new RangeError(`${name}.data must be finite, got ${x} at index ${i}`);
-  }
   const [B, a, b, D] = full as number[];
   const [H, N] = layout === 'HND' ? [a, b] : [b, a];
   if (D > MAX_HEAD_DIM) throw new RangeError(`${name}: head dim must be at most ${MAX_HEAD_DIM}, got ${D}`);
@@ -54,6 +50,15 @@ export function checkTensor(name: string, t: unknown, layout: Layout): Shape {
 }
 
 export const MAX_HEAD_DIM = 1024;
+
+/** NaN or Infinity anywhere would poison a whole block's quantization scale: refuse it. */
+export function checkFinite(name: string, t: TensorLike): void {
+  const data = t.data;
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    if (x - x !== 0) throw new RangeError(`${name}.data must be finite, got ${x} at index ${i}`);
+  }
+}
 const MAX_BLOCK = 512;
 
 export interface Problem {

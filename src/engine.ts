@@ -3,7 +3,7 @@
 import { P } from '../assembly/params.js';
 import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
-  checkQKV, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask,
+  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask,
 } from './checks.js';
 import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan } from './memory.js';
 import type { Features } from './loader.js';
@@ -125,7 +125,7 @@ export class Engine {
   }
 
   /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
-  private prepare(c: Call, job: Job): Plan {
+  private prepare(c: Call, job: Job, inputs: [string, TensorLike][]): Plan {
     const d = c.dims;
     const p = plan(d, job, 1, this.k.attention_scratch_bytes(d.BQ, d.BK));
     if (p.end > MAX_BYTES) {
@@ -133,6 +133,7 @@ export class Engine {
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
       );
     }
+    for (const [name, t] of inputs) checkFinite(name, t);
     const have = this.memory.buffer.byteLength;
     if (p.end > have) {
       try {
@@ -282,7 +283,7 @@ export class Engine {
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): AttentionResult {
     const { o, parsed, stage1 } = this.sparseOptions(options);
     const c = this.call(q, k, v, o);
-    this.prepare(c, 'sparse');
+    this.prepare(c, 'sparse', [['q', q], ['k', k], ['v', v]]);
     this.writeInputs(c, q, k, v);
     this.smooth(c, parsed.smoothK);
     this.stage1(c, stage1);
@@ -296,7 +297,7 @@ export class Engine {
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): BlockMask {
     const { o, parsed, stage1 } = this.sparseOptions(options);
     const c = this.call(q, k, undefined, o);
-    this.prepare(c, 'mask');
+    this.prepare(c, 'mask', [['q', q], ['k', k]]);
     this.writeInputs(c, q, k);
     this.smooth(c, parsed.smoothK);
     this.stage1(c, stage1);
@@ -310,7 +311,7 @@ export class Engine {
     const c = this.call(q, k, v, o, bq, bk);
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
-    this.prepare(c, 'sparse');
+    this.prepare(c, 'sparse', [['q', q], ['k', k], ['v', v]]);
     this.writeInputs(c, q, k, v);
     new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
     this.smooth(c, parsed.smoothK);
@@ -326,7 +327,7 @@ export class Engine {
       throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(o.precision)}`);
     }
     const c = this.call(q, k, v, o, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
-    const d = c.dims, p = this.prepare(c, 'dense').params;
+    const d = c.dims, p = this.prepare(c, 'dense', [['q', q], ['k', k], ['v', v]]).params;
     this.writeInputs(c, q, k, v);
     this.run(this.k.pack_k_f32, d.B * d.HKV * d.NKB);
     this.run(this.k.attend_dense, d.B * d.H * d.NQB);

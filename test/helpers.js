@@ -38,9 +38,10 @@ export const tensor = (data, dims) => ({ data, dims });
  */
 export function videoLike(H, frames, side, D, seed, noise = 0.3) {
   const N = frames * side * side, r = rng(seed);
+  // q and k share the positional features, so a token attends to its space-time neighbours.
+  const freq = Array.from({ length: H * D }, () => [r() * 0.5, r() * 0.5, r() * 0.3, r() * 6.28]);
   const make = (salt) => {
     const out = new Float32Array(H * N * D);
-    const freq = Array.from({ length: H * D }, () => [r() * 0.6, r() * 0.6, r() * 0.4, r() * 6.28]);
     const g = gaussian(H * N * D, seed * 7 + salt, noise);
     for (let h = 0; h < H; h++) {
       for (let n = 0; n < N; n++) {

@@ -1,0 +1,42 @@
+// Run by relaxed.test.js in a Node started with --experimental-wasm-relaxed-simd (Deno and Bun
+// need no flag): computes the same calls with both modules and prints how far apart they are.
+import { createSparge } from '../dist/src/index.js';
+import { gaussian, tensor, loadCase, referenceCases, maxAbsDiff, l1, ropeLike } from './helpers.js';
+
+const baseline = await createSparge({ threads: 1, simd: 'baseline' });
+const relaxed = await createSparge({ threads: 1, simd: 'relaxed' });
+const inputs = [];
+if (referenceCases().includes('video_4x32x32')) {
+  const c = loadCase('video_4x32x32');
+  inputs.push(['video_4x32x32', c.q, c.k, c.v, { topk: 0.25 }]);
+  const s = loadCase('stories260K_L2');
+  inputs.push(['stories260K_L2', s.q, s.k, s.v, { cdfThreshold: 0.9, simThreshold: 0.3, causal: true }]);
+}
+const r = ropeLike(4, 333, 72, 5);
+inputs.push(['rope D=72 GQA', tensor(r.q, [1, 4, 333, 72]), tensor(r.k.subarray(0, 2 * 333 * 72), [1, 2, 333, 72]),
+  tensor(r.v.subarray(0, 2 * 333 * 72), [1, 2, 333, 72]), { topk: 0.5, causal: true, pvThreshold: 6 }]);
+const g = (n, s) => gaussian(n, s, 3);
+inputs.push(['gaussian sigma 3, D=8', tensor(g(2 * 300 * 8, 1), [2, 300, 8]), tensor(g(2 * 300 * 8, 2), [2, 300, 8]),
+  tensor(g(2 * 300 * 8, 3), [2, 300, 8]), { topk: 0.5 }]);
+
+const results = [];
+for (const [name, q, k, v, opts] of inputs) {
+  const a = await baseline.attention(q, k, v, { ...opts, returnMask: true });
+  const b = await relaxed.attention(q, k, v, { ...opts, returnMask: true });
+  const da = await baseline.denseAttention(q, k, v, { causal: !!opts.causal });
+  const db = await relaxed.denseAttention(q, k, v, { causal: !!opts.causal });
+  let maskDiff = 0;
+  for (let i = 0; i < a.mask.data.length; i++) maskDiff += a.mask.data[i] !== b.mask.data[i] ? 1 : 0;
+  results.push({
+    name,
+    modules: [baseline.features.module, relaxed.features.module],
+    maskEntriesDiffering: maskDiff,
+    sparseMaxAbsDiff: maxAbsDiff(a.output.data, b.output.data),
+    sparseL1: l1(b.output.data, a.output.data),
+    denseMaxAbsDiff: maxAbsDiff(da.data, db.data),
+    denseL1: l1(db.data, da.data),
+  });
+}
+await baseline.dispose();
+await relaxed.dispose();
+process.stdout.write(JSON.stringify(results));
