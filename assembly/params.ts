@@ -7,6 +7,8 @@ export enum P {
   B, H, HKV, NQ, NK, DP, BQ, BK, NQB, NKB,
   // options (0/1 flags and integers)
   CAUSAL, SINK, CDF_MODE, NKEEP,
+  // set by check_finite
+  NONFINITE,
   // f32 options
   SCALE, QK_MUL, SIM_THRESHOLD, CDF, PV_THRESHOLD,
   // byte offsets of the buffers

@@ -1,7 +1,7 @@
 // npm run bench: dense FP32 against sparse attention (top-k 0.5 and 0.25) at B=1, H=8, N=4096, D=64
-// on one thread, for the baseline and the relaxed-SIMD module. Repetitions are interleaved and
+// on 1 and 2 threads, for the baseline and the relaxed-SIMD module. Repetitions are interleaved and
 // medians reported. Prints a table and writes bench/results/attention.json.
-//   node bench/attention.js [--reps 5] [--n 4096]
+//   node bench/attention.js [--reps 5] [--n 4096] [--threads 1,2]
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,6 +16,7 @@ const arg = (name, dflt) => {
 const reps = Number(arg('reps', 5));
 const N = Number(arg('n', 4096));
 const only = arg('only', null);
+const threadList = String(arg('threads', '1,2')).split(',').map(Number);
 const H = 8, D = 64;
 
 /** Video-like input at H = 8: the reference video case's two heads repeated, else synthetic tokens. */
@@ -35,8 +36,8 @@ function inputs() {
 
 const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 
-async function measure(simd) {
-  const sparge = await createSparge({ threads: 1, simd });
+async function measure(simd, threads) {
+  const sparge = await createSparge({ threads, simd });
   const { source, q, k, v } = inputs();
   const methods = [
     ['dense FP32', () => sparge.denseAttention(q, k, v).then((output) => ({ output, sparsity: 0 }))],
@@ -57,6 +58,7 @@ async function measure(simd) {
   const dense = median(times[0]);
   const rows = methods.map(([method], m) => ({
     module: sparge.features.module,
+    threads: sparge.threads,
     method,
     'median ms': +median(times[m]).toFixed(1),
     'min ms': +Math.min(...times[m]).toFixed(1),
@@ -69,22 +71,39 @@ async function measure(simd) {
   return { source, rows };
 }
 
+async function measureAll(simd) {
+  const rows = [];
+  let source;
+  for (const threads of threadList) {
+    const m = await measure(simd, threads);
+    source = m.source;
+    rows.push(...m.rows);
+  }
+  // Speedup of each thread count over one thread, same module and method.
+  for (const r of rows) {
+    const one = rows.find((x) => x.threads === 1 && x.method === r.method);
+    if (one) r['speedup vs 1 thread'] = +(one['median ms'] / r['median ms']).toFixed(2);
+  }
+  return { source, rows };
+}
+
 if (only) {
-  process.stdout.write(JSON.stringify(await measure(only)));
+  process.stdout.write(JSON.stringify(await measureAll(only)));
 } else {
-  console.log(`B=1 H=${H} N=${N} D=${D}, 1 thread, ${reps} interleaved repetitions (median)`);
-  const base = await measure('baseline');
+  console.log(`B=1 H=${H} N=${N} D=${D}, threads ${threadList.join(', ')}, ${reps} interleaved repetitions (median)`);
+  const base = await measureAll('baseline');
   const self = fileURLToPath(import.meta.url);
   const relaxed = JSON.parse(execFileSync(process.execPath,
-    ['--experimental-wasm-relaxed-simd', self, '--only', 'relaxed', '--reps', String(reps), '--n', String(N)], { encoding: 'utf8' }));
+    ['--experimental-wasm-relaxed-simd', self, '--only', 'relaxed', '--reps', String(reps), '--n', String(N), '--threads', threadList.join(',')],
+    { encoding: 'utf8' }));
   const rows = [...base.rows, ...relaxed.rows];
   console.log(`input: ${base.source}`);
   console.table(rows);
   const out = {
     date: new Date().toISOString(),
-    command: `node bench/attention.js --reps ${reps} --n ${N}`,
+    command: `node bench/attention.js --reps ${reps} --n ${N} --threads ${threadList.join(',')}`,
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version },
-    shape: { B: 1, H, N, D }, threads: 1, input: base.source, rows,
+    shape: { B: 1, H, N, D }, input: base.source, rows,
   };
   const file = fileURLToPath(new URL('./results/attention.json', import.meta.url));
   fs.writeFileSync(file, JSON.stringify(out, null, 1) + '\n');

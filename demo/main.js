@@ -3,8 +3,8 @@
 import { createSparge } from '../dist/src/index.js';
 import { loadCase, referenceCases, videoLike, tensor, attentionF64, l1 } from '../test/helpers.js';
 
-const sparge = await createSparge({ threads: 1 });
-console.log(`sparge-wasm: ${sparge.features.module} SIMD module, ${sparge.threads} thread (${process.release.name} ${process.version})\n`);
+const sparge = await createSparge(); // threads: 'auto', simd: 'auto'
+console.log(`sparge-wasm: ${sparge.features.module} SIMD module, ${sparge.threads} thread(s) (${process.release.name} ${process.version})\n`);
 
 const inputs = [];
 if (referenceCases().includes('image_frame3')) {

@@ -1,5 +1,6 @@
-// npm run build: AssemblyScript kernels -> two WebAssembly modules (baseline SIMD128 and relaxed
-// SIMD), each optimized again by binaryen's wasm-opt, then the TypeScript API -> dist/.
+// npm run build: AssemblyScript kernels -> WebAssembly modules (baseline SIMD128 and relaxed SIMD,
+// each over plain and over shared memory), each optimized again by binaryen's wasm-opt, then the
+// TypeScript API -> dist/.
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -10,10 +11,17 @@ const require = createRequire(import.meta.url);
 const bin = (pkg, file) => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), file);
 const run = (file, args) => execFileSync(process.execPath, [file, ...args], { cwd: root, stdio: 'inherit' });
 
-// AssemblyScript's default features, which wasm-opt must be told about, plus SIMD.
+// AssemblyScript's default features, which wasm-opt must be told about, plus SIMD. Each build has a
+// variant over shared memory (for the worker pool) and one over plain memory (one thread, where
+// SharedArrayBuffer is missing); the code is the same.
 const common = ['--enable-simd', '--enable-bulk-memory', '--enable-bulk-memory-opt', '--enable-sign-ext',
   '--enable-mutable-globals', '--enable-nontrapping-float-to-int'];
-const targets = { baseline: common, relaxed: [...common, '--enable-relaxed-simd'] };
+const targets = {
+  baseline: common,
+  relaxed: [...common, '--enable-relaxed-simd'],
+  'baseline-shared': [...common, '--enable-threads'],
+  'relaxed-shared': [...common, '--enable-relaxed-simd', '--enable-threads'],
+};
 for (const [target, features] of Object.entries(targets)) {
   const out = `build/sparge.${target}.wasm`;
   run(bin('assemblyscript', 'bin/asc.js'), ['--config', 'asconfig.json', '--target', target]);

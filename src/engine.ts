@@ -7,6 +7,8 @@ import {
 } from './checks.js';
 import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan } from './memory.js';
 import type { Features } from './loader.js';
+import { type Kernels, type Stage, runLocal } from './tiles.js';
+import type { Pool } from './pool.js';
 
 export interface Tensor {
   data: Float32Array;
@@ -51,19 +53,6 @@ export interface AttentionResult {
   mask?: BlockMask;
 }
 
-interface Kernels {
-  k_mean(p: number, t0: number, t1: number): void;
-  quantize_q(p: number, t0: number, t1: number): void;
-  quantize_k(p: number, t0: number, t1: number): void;
-  pack_k_f32(p: number, t0: number, t1: number): void;
-  pool_q(p: number, t0: number, t1: number, worker: number): void;
-  pool_k(p: number, t0: number, t1: number, worker: number): void;
-  predict(p: number, t0: number, t1: number, worker: number): void;
-  attend_sparse(p: number, t0: number, t1: number, worker: number): void;
-  attend_dense(p: number, t0: number, t1: number, worker: number): void;
-  attention_scratch_bytes(bq: number, bk: number): number;
-}
-
 const SPARGE_KEYS = [
   'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
   'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask',
@@ -97,15 +86,46 @@ export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
 }
 
 export class Engine {
-  readonly threads = 1;
-  private readonly memory: WebAssembly.Memory;
   private readonly k: Kernels;
   private plan?: Plan;
+  /** calls run one after another: each lays out the whole memory */
+  private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(module: WebAssembly.Module, readonly features: Features) {
-    this.memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE });
-    const instance = new WebAssembly.Instance(module, { env: { memory: this.memory } });
+  /**
+   * memory: plain for one thread, shared (with the module's shared-memory build) for a pool.
+   * The calling thread keeps an instance of its own for the one-thread path.
+   */
+  constructor(
+    module: WebAssembly.Module,
+    private readonly memory: WebAssembly.Memory,
+    readonly features: Features,
+    private readonly pool?: Pool,
+  ) {
+    const instance = new WebAssembly.Instance(module, { env: { memory } });
     this.k = instance.exports as unknown as Kernels;
+  }
+
+  get threads(): number {
+    return this.pool?.size ?? 1;
+  }
+
+  async dispose(): Promise<void> {
+    await this.queue.catch(() => {});
+    await this.pool?.close();
+  }
+
+  /** Runs fn after every call queued before it, whatever their outcome. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async exec(stages: Stage[]): Promise<void> {
+    const p = this.plan!.params;
+    const todo = stages.filter(([, n]) => n > 0);
+    if (this.pool) await this.pool.run(p, todo);
+    else runLocal(this.k, p, todo);
   }
 
   /** Bytes of WebAssembly memory in use (it grows to the largest call and is then reused). */
@@ -125,15 +145,14 @@ export class Engine {
   }
 
   /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
-  private prepare(c: Call, job: Job, inputs: [string, TensorLike][]): Plan {
+  private prepare(c: Call, job: Job): Plan {
     const d = c.dims;
-    const p = plan(d, job, 1, this.k.attention_scratch_bytes(d.BQ, d.BK));
+    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK));
     if (p.end > MAX_BYTES) {
       throw new RangeError(
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
       );
     }
-    for (const [name, t] of inputs) checkFinite(name, t);
     const have = this.memory.buffer.byteLength;
     if (p.end > have) {
       try {
@@ -192,6 +211,10 @@ export class Engine {
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
         const head = src + (b * H + h) * NP * DP;
+        if (c.layout === 'HND' && DP === D) {
+          out.set(mem.subarray(head, head + N * D), (b * H + h) * N * D);
+          continue;
+        }
         for (let n = 0; n < N; n++) {
           const o = c.layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
           out.set(mem.subarray(head + n * DP, head + n * DP + D), o);
@@ -202,31 +225,42 @@ export class Engine {
     return { data: out, dims: c.q.threeD ? dims.slice(1) : dims };
   }
 
-  private writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): void {
+  /**
+   * Writes the inputs, then refuses them (before any stage runs) if they hold NaN or Infinity:
+   * the kernels look in parallel, and only a refused call scans again here to name the index.
+   */
+  private async writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): Promise<void> {
     const d = c.dims;
     this.write(P.Q, q, d.H, d.NQ, d.NQB * d.BQ, c);
     this.write(P.K, k, d.HKV, d.NK, d.NKB * d.BK, c);
     if (v) this.write(P.V, v, d.HKV, d.NK, d.NKB * d.BK, c);
+    await this.exec([['check_finite', this.k.check_finite_tiles(this.plan!.params)]]);
+    if (this.params().i32[P.NONFINITE]) {
+      checkFinite('q', q);
+      checkFinite('k', k);
+      if (v) checkFinite('v', v);
+    }
   }
 
-  /**
-   * Runs a kernel over tiles [0, n), one tile per call: V8 compiles a function's optimized code only
-   * between calls, so one long call would stay in its baseline tier for the whole first run.
-   */
-  private run(kernel: (p: number, t0: number, t1: number, worker: number) => void, n: number): void {
-    const p = this.plan!.params;
-    for (let t = 0; t < n; t++) kernel(p, t, t + 1, 0);
+  /** Zeros the K means (kept so without smoothing) and the zero row after them. */
+  private clearMeans(c: Call): void {
+    const d = c.dims;
+    new Float32Array(this.memory.buffer, this.plan!.at[P.KMEAN]!, (d.B * d.HKV + 1) * d.DP).fill(0);
   }
 
-  /** K means (or zeros without smoothing) and the zero row after them. */
-  private smooth(c: Call, smoothK: boolean): void {
-    const d = c.dims, at = this.plan!.at[P.KMEAN]!;
-    new Float32Array(this.memory.buffer, at, (d.B * d.HKV + 1) * d.DP).fill(0);
-    if (smoothK) this.run(this.k.k_mean, d.B * d.HKV);
+  /** Stage 0 for the sparse path: K means, then INT8 codes of Q and K. */
+  private quantizeStages(c: Call, smoothK: boolean): Stage[] {
+    const d = c.dims;
+    this.clearMeans(c);
+    return [
+      ['k_mean', smoothK ? d.B * d.HKV : 0],
+      ['quantize_q', d.B * d.H * d.NQB],
+      ['quantize_k', d.B * d.HKV * d.NKB],
+    ];
   }
 
-  private stage1(c: Call, o: Stage1Options): void {
-    const d = c.dims, p = this.plan!.params;
+  private predictStages(c: Call, o: Stage1Options): Stage[] {
+    const d = c.dims;
     const { i32, f32 } = this.params();
     if (o.cdfThreshold !== undefined) {
       i32[P.CDF_MODE] = 1;
@@ -234,19 +268,18 @@ export class Engine {
     } else {
       i32[P.NKEEP] = Math.max(1, Math.floor(o.topk! * d.NKB));
     }
-    f32[P.SIM_THRESHOLD] = o.simThreshold as number;
+    f32[P.SIM_THRESHOLD] = o.simThreshold;
     i32[P.SINK] = o.attentionSink ? 1 : 0;
-    this.run(this.k.pool_q, d.B * d.H * d.NQB);
-    this.run(this.k.pool_k, d.B * d.HKV * d.NKB);
-    this.run(this.k.predict, d.B * d.H * d.NQB);
+    return [
+      ['pool_q', d.B * d.H * d.NQB],
+      ['pool_k', d.B * d.HKV * d.NKB],
+      ['predict', d.B * d.H * d.NQB],
+    ];
   }
 
-  private stage2(c: Call, pvThreshold: number): void {
-    const d = c.dims, p = this.plan!.params;
+  private attendStages(c: Call, pvThreshold: number): Stage[] {
     this.params().f32[P.PV_THRESHOLD] = pvThreshold;
-    this.run(this.k.quantize_q, d.B * d.H * d.NQB);
-    this.run(this.k.quantize_k, d.B * d.HKV * d.NKB);
-    this.run(this.k.attend_sparse, d.B * d.H * d.NQB);
+    return [['attend_sparse', c.dims.B * c.dims.H * c.dims.NQB]];
   }
 
   private readMask(c: Call): BlockMask {
@@ -280,58 +313,73 @@ export class Engine {
     return { o, parsed, stage1 };
   }
 
-  attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): AttentionResult {
+  attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult> {
     const { o, parsed, stage1 } = this.sparseOptions(options);
     const c = this.call(q, k, v, o);
-    this.prepare(c, 'sparse', [['q', q], ['k', k], ['v', v]]);
-    this.writeInputs(c, q, k, v);
-    this.smooth(c, parsed.smoothK);
-    this.stage1(c, stage1);
-    const mask = this.readMask(c);
-    this.stage2(c, parsed.pvThreshold);
-    const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
-    if (parsed.returnMask) res.mask = mask;
-    return res;
+    return this.serial(async () => {
+      this.prepare(c, 'sparse');
+      await this.writeInputs(c, q, k, v);
+      const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
+      await this.exec([mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)]);
+      const mask = this.readMask(c);
+      const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
+      if (parsed.returnMask) res.mask = mask;
+      return res;
+    });
   }
 
-  predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): BlockMask {
+  predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask> {
     const { o, parsed, stage1 } = this.sparseOptions(options);
     const c = this.call(q, k, undefined, o);
-    this.prepare(c, 'mask', [['q', q], ['k', k]]);
-    this.writeInputs(c, q, k);
-    this.smooth(c, parsed.smoothK);
-    this.stage1(c, stage1);
-    return this.readMask(c);
+    return this.serial(async () => {
+      this.prepare(c, 'mask');
+      await this.writeInputs(c, q, k);
+      this.clearMeans(c);
+      const d = c.dims;
+      await this.exec([['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)]);
+      return this.readMask(c);
+    });
   }
 
-  blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): AttentionResult {
+  blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult> {
     const { o, parsed } = this.sparseOptions(options);
     const bq = checkBlock('blockQ', (mask as BlockMask | undefined)?.blockQ ?? o.blockQ, DEFAULT_BLOCK_Q);
     const bk = checkBlock('blockK', (mask as BlockMask | undefined)?.blockK ?? o.blockK, DEFAULT_BLOCK_K);
     const c = this.call(q, k, v, o, bq, bk);
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
-    this.prepare(c, 'sparse', [['q', q], ['k', k], ['v', v]]);
-    this.writeInputs(c, q, k, v);
-    new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
-    this.smooth(c, parsed.smoothK);
-    this.stage2(c, parsed.pvThreshold);
-    const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(m, d, c.causal) };
-    if (parsed.returnMask) res.mask = { data: m.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
-    return res;
+    return this.serial(async () => {
+      this.prepare(c, 'sparse');
+      await this.writeInputs(c, q, k, v);
+      new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
+      await this.exec([...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)]);
+      const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(m, d, c.causal) };
+      if (parsed.returnMask) res.mask = { data: m.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
+      return res;
+    });
   }
 
-  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Tensor {
+  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor> {
     const o = checkOptions(options, DENSE_KEYS);
     if (o.precision !== undefined && o.precision !== 'f32') {
       throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(o.precision)}`);
     }
     const c = this.call(q, k, v, o, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
-    const d = c.dims, p = this.prepare(c, 'dense', [['q', q], ['k', k], ['v', v]]).params;
-    this.writeInputs(c, q, k, v);
-    this.run(this.k.pack_k_f32, d.B * d.HKV * d.NKB);
-    this.run(this.k.attend_dense, d.B * d.H * d.NQB);
-    return this.readOutput(c);
+    const d = c.dims;
+    return this.serial(async () => {
+      this.prepare(c, 'dense');
+      await this.writeInputs(c, q, k, v);
+      await this.exec([['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]]);
+      return this.readOutput(c);
+    });
+  }
+
+  /** Test hook: runs raw stages with a parameter block the caller chose (e.g. one that traps). */
+  debugRun(params: number, stages: Stage[]): Promise<void> {
+    return this.serial(async () => {
+      if (this.pool) await this.pool.run(params, stages);
+      else runLocal(this.k, params, stages);
+    });
   }
 }
 

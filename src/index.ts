@@ -3,6 +3,8 @@ import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOpti
 import { type Features, type SimdChoice, chooseModule, compileModule, detect } from './loader.js';
 import type { TensorLike, BlockMaskLike } from './checks.js';
 import { checkOptions } from './checks.js';
+import { MAX_BYTES, PAGE } from './memory.js';
+import { Pool, workerKind } from './pool.js';
 
 export type { Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, Features, SimdChoice };
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
@@ -26,28 +28,78 @@ export interface Sparge {
   dispose(): Promise<void>;
 }
 
+/** Threads the machine offers: navigator.hardwareConcurrency, else Node's os.availableParallelism(). */
+async function hardwareThreads(): Promise<number> {
+  const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
+  if (nav?.hardwareConcurrency) return nav.hardwareConcurrency;
+  try {
+    const os = await import('node:os');
+    return os.availableParallelism?.() ?? os.cpus().length;
+  } catch {
+    return 1;
+  }
+}
+
+/** Why a pool cannot run here, or undefined when it can. */
+function sharedMemory(): WebAssembly.Memory | string {
+  if (typeof SharedArrayBuffer === 'undefined') {
+    return 'SharedArrayBuffer is not available (in a browser: the page is not cross-origin isolated)';
+  }
+  try {
+    return new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE, shared: true });
+  } catch (e) {
+    return `a shared WebAssembly.Memory could not be created: ${(e as Error).message}`;
+  }
+}
+
 export async function createSparge(options: CreateOptions = {}): Promise<Sparge> {
   const o = checkOptions(options, ['threads', 'simd']);
-  const threads = o.threads;
-  if (threads !== undefined && threads !== 'auto' && !(Number.isInteger(threads) && (threads as number) >= 1)) {
-    throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(threads)}`);
+  const asked = o.threads ?? 'auto';
+  if (asked !== 'auto' && !(Number.isInteger(asked) && (asked as number) >= 1)) {
+    throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(asked)}`);
   }
   const kind = chooseModule(o.simd);
-  const found = detect();
+  const want = asked === 'auto' ? await hardwareThreads() : (asked as number);
   const features: Features = {
-    ...found,
+    ...detect(),
     sharedArrayBuffer: typeof SharedArrayBuffer !== 'undefined',
     threads: false,
-    threadsReason: 'the worker pool is not built yet: every call runs on the calling thread',
     module: kind,
   };
-  let engine: Engine | undefined = new Engine(await compileModule(kind), features);
+
+  let pool: Pool | undefined;
+  let memory: WebAssembly.Memory | undefined;
+  let module: WebAssembly.Module | undefined;
+  if (want > 1) {
+    const shared = sharedMemory();
+    const workers = await workerKind();
+    if (typeof shared === 'string') features.threadsReason = shared;
+    else if (!workers) features.threadsReason = 'this runtime has neither Web Workers nor worker_threads';
+    else {
+      module = await compileModule(`${kind}-shared`);
+      try {
+        pool = await Pool.create(workers, module, shared, want);
+        memory = shared;
+        features.threads = true;
+        features.workers = workers;
+      } catch (e) {
+        features.threadsReason = `workers could not be started: ${(e as Error).message}`;
+      }
+    }
+  } else {
+    features.threadsReason = asked === 'auto' ? 'this machine offers one thread' : 'threads: 1 was asked for';
+  }
+  if (!pool) {
+    module = await compileModule(kind);
+    memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE });
+  }
+
+  let engine: Engine | undefined = new Engine(module!, memory!, features, pool);
   const live = () => {
     if (!engine) throw new Error('this sparge engine was disposed');
     return engine;
   };
-  // Calls are synchronous inside; the async signatures leave room for the worker pool.
-  return {
+  const api: Sparge = {
     get threads() { return live().threads; },
     features,
     get memoryBytes() { return live().memoryBytes; },
@@ -55,6 +107,13 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
     predictMask: async (q, k, opts) => live().predictMask(q, k, opts),
     blockSparseAttention: async (q, k, v, mask, opts) => live().blockSparseAttention(q, k, v, mask, opts),
     denseAttention: async (q, k, v, opts) => live().denseAttention(q, k, v, opts),
-    dispose: async () => { engine = undefined; },
+    dispose: async () => {
+      const e = engine;
+      engine = undefined;
+      await e?.dispose();
+    },
   };
+  // Not part of the API: lets the tests force a failure inside the workers.
+  Object.defineProperty(api, 'debugRun', { value: (p: number, stages: [string, number][]) => live().debugRun(p, stages) });
+  return api;
 }

@@ -19,6 +19,8 @@ export interface Features {
   threads: boolean;
   /** why the engine runs on one thread, when it does */
   threadsReason?: string;
+  /** the worker API the pool uses */
+  workers?: 'web' | 'worker_threads';
   /** the module in use */
   module: 'relaxed' | 'baseline';
 }
@@ -54,7 +56,7 @@ async function readBytes(url: URL): Promise<BufferSource> {
   return res.arrayBuffer();
 }
 
-export async function compileModule(kind: 'relaxed' | 'baseline'): Promise<WebAssembly.Module> {
+export async function compileModule(kind: 'relaxed' | 'baseline' | 'relaxed-shared' | 'baseline-shared'): Promise<WebAssembly.Module> {
   const url = new URL(`../../build/sparge.${kind}.wasm`, import.meta.url);
   return WebAssembly.compile(await readBytes(url));
 }

@@ -1,0 +1,149 @@
+// The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
+// A call posts its stages to every worker; workers take tiles from atomic counters (tiles.ts), so
+// uneven sparsity balances itself, and the calling thread only awaits their replies.
+// Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
+// process alive), a failed call rejects with the worker's error, a dead worker is replaced.
+import type { FromWorker, ToWorker } from './worker.js';
+import { type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared } from './tiles.js';
+
+/** The little that differs between Node's worker_threads and Web Workers. */
+interface Port {
+  post(m: ToWorker): void;
+  ref(): void;
+  unref(): void;
+  terminate(): Promise<unknown> | void;
+}
+
+interface Listener {
+  message(m: FromWorker): void;
+  /** the worker died or threw outside a call */
+  died(why: string): void;
+}
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+
+/** Which worker API this runtime has: Web Workers first (Deno, Bun, browsers), then Node's. */
+export async function workerKind(): Promise<'web' | 'worker_threads' | undefined> {
+  if (typeof (globalThis as { Worker?: unknown }).Worker === 'function') return 'web';
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    try {
+      await import('node:worker_threads');
+      return 'worker_threads';
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+async function spawn(kind: 'web' | 'worker_threads', on: Listener): Promise<Port> {
+  if (kind === 'web') {
+    const w = new Worker(WORKER_URL, { type: 'module' }) as Worker & { ref?(): void; unref?(): void };
+    w.onmessage = (e) => on.message(e.data as FromWorker);
+    w.onerror = (e) => { e.preventDefault?.(); on.died(e.message || 'worker error'); };
+    return { post: (m) => w.postMessage(m), ref: () => w.ref?.(), unref: () => w.unref?.(), terminate: () => w.terminate() };
+  }
+  const { Worker: NodeWorker } = await import('node:worker_threads');
+  const w = new NodeWorker(WORKER_URL);
+  w.on('message', (m: FromWorker) => on.message(m));
+  w.on('error', (e: Error) => on.died(`${e.name}: ${e.message}`));
+  w.on('exit', (code: number) => on.died(`worker exited with code ${code}`));
+  return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
+}
+
+interface Slot {
+  port?: Port;
+  /** resolves when the worker has instantiated the module */
+  ready: Promise<void>;
+  /** settles the worker's part of the call in flight */
+  reply?: (r: { ok: boolean; error?: string; aborted?: boolean }) => void;
+  dead: boolean;
+}
+
+export class Pool {
+  private readonly slots: Slot[] = [];
+  private readonly ctl: Int32Array;
+  private job = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly kind: 'web' | 'worker_threads',
+    private readonly module: WebAssembly.Module,
+    private readonly memory: WebAssembly.Memory,
+    readonly size: number,
+  ) {
+    this.ctl = new Int32Array(memory.buffer, CONTROL_OFFSET, CONTROL_SLOTS);
+  }
+
+  static async create(kind: 'web' | 'worker_threads', module: WebAssembly.Module, memory: WebAssembly.Memory, size: number): Promise<Pool> {
+    const pool = new Pool(kind, module, memory, size);
+    for (let i = 0; i < size; i++) pool.slots.push(pool.start(i));
+    try {
+      await Promise.all(pool.slots.map((s) => s.ready));
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  private start(i: number): Slot {
+    const slot: Slot = { ready: Promise.resolve(), dead: false };
+    let ready!: () => void, failed!: (e: Error) => void;
+    slot.ready = new Promise<void>((res, rej) => { ready = res; failed = rej; });
+    const listener: Listener = {
+      message: (m) => {
+        if (m.type === 'ready') {
+          slot.port?.unref();
+          ready();
+        }
+        else if (m.job === this.job) slot.reply?.(m.type === 'done' ? { ok: true } : { ok: false, error: m.error, aborted: m.aborted });
+      },
+      died: (why) => {
+        if (slot.dead || this.closed) return;
+        slot.dead = true;
+        failed(new Error(`sparge-wasm worker ${i} could not start: ${why}`));
+        // Other workers may wait at a barrier for tiles this one took: release them.
+        abortShared(this.ctl);
+        slot.reply?.({ ok: false, error: `worker ${i} died: ${why}` });
+        void Promise.resolve(slot.port?.terminate()).catch(() => {});
+        this.slots[i] = this.start(i);
+      },
+    };
+    spawn(this.kind, listener).then((port) => {
+      slot.port = port;
+      port.post({ type: 'init', module: this.module, memory: this.memory, worker: i, control: CONTROL_OFFSET });
+    }, (e: Error) => failed(e));
+    return slot;
+  }
+
+  /** Runs the stages over every worker; rejects with the first worker's error after all have stopped. */
+  async run(params: number, stages: readonly Stage[]): Promise<void> {
+    if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
+    await Promise.all(this.slots.map((s) => s.ready));
+    const ctl = this.ctl;
+    Atomics.store(ctl, ABORT, 0);
+    for (let s = 0; s < MAX_STAGES; s++) {
+      Atomics.store(ctl, TAKEN + s, 0);
+      Atomics.store(ctl, DONE + s, 0);
+    }
+    const job = ++this.job;
+    const replies = this.slots.map((slot) => new Promise<{ ok: boolean; error?: string; aborted?: boolean }>((res) => {
+      slot.reply = res;
+      slot.port!.ref();
+      slot.port!.post({ type: 'run', job, params, stages: stages.map((s) => [s[0], s[1]] as Stage) });
+    }));
+    const results = await Promise.all(replies);
+    for (const slot of this.slots) {
+      slot.reply = undefined;
+      slot.port?.unref();
+    }
+    const failure = results.find((r) => !r.ok && !r.aborted) ?? results.find((r) => !r.ok);
+    if (failure) throw new Error(`sparge-wasm: a worker failed during this call: ${failure.error}`);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.port?.terminate()));
+  }
+}
