@@ -37,8 +37,9 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
     // The i16 form, widened by hand: Node 20's baseline compiler (Liftoff) doubles the result of
     // i32x4.relaxed_dot_i8x16_i7x16_add_s, while this form is right in every tier and lowers to the
     // same instructions (pmaddubsw, pmaddwd, paddd) in the optimizing one.
-    const lo = i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(a, b));
-    const hi = i32x4.extadd_pairwise_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(a, b2));
+    const ones = i16x8.splat(1);
+    const lo = i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(a, b), ones);
+    const hi = i32x4.dot_i16x8_s(i16x8.relaxed_dot_i8x16_i7x16_s(a, b2), ones);
     return i32x4.add(acc, i32x4.add(lo, hi));
   }
   return i32x4.add(acc, i32x4.dot_i16x8_s(a, b));

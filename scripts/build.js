@@ -22,9 +22,11 @@ const targets = {
   'baseline-shared': [...common, '--enable-threads'],
   'relaxed-shared': [...common, '--enable-relaxed-simd', '--enable-threads'],
 };
-for (const [target, features] of Object.entries(targets)) {
-  const out = `build/sparge.${target}.wasm`;
-  run(bin('assemblyscript', 'bin/asc.js'), ['--config', 'asconfig.json', '--target', target]);
+const build = (target, out, features, extraEntries = []) => {
+  run(bin('assemblyscript', 'bin/asc.js'), [...extraEntries, '--config', 'asconfig.json', '--target', target]);
   run(bin('binaryen', 'bin/wasm-opt'), [out, '-O3', ...features, '-o', out]);
-}
+};
+for (const [target, features] of Object.entries(targets)) build(target, `build/sparge.${target}.wasm`, features);
+// The micro-benchmark modules (not shipped): the kernels plus assembly/bench.ts.
+for (const kind of ['baseline', 'relaxed']) build(`bench-${kind}`, `build/bench.${kind}.wasm`, targets[kind], ['assembly/bench.ts']);
 run(bin('typescript', 'bin/tsc'), ['-p', 'tsconfig.json']);

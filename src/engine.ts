@@ -5,7 +5,7 @@ import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
   checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask,
 } from './checks.js';
-import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan } from './memory.js';
+import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
 import type { Pool } from './pool.js';
@@ -161,15 +161,7 @@ export class Engine {
         throw new RangeError(`inputs too large: this call needs ${p.end} bytes of WebAssembly memory and the engine refused to grow it`);
       }
     }
-    const i32 = new Int32Array(this.memory.buffer, p.params, P.COUNT);
-    const f32 = new Float32Array(this.memory.buffer, p.params, P.COUNT);
-    i32.fill(0);
-    i32[P.B] = d.B; i32[P.H] = d.H; i32[P.HKV] = d.HKV; i32[P.NQ] = d.NQ; i32[P.NK] = d.NK;
-    i32[P.DP] = d.DP; i32[P.BQ] = d.BQ; i32[P.BK] = d.BK; i32[P.NQB] = d.NQB; i32[P.NKB] = d.NKB;
-    i32[P.CAUSAL] = c.causal ? 1 : 0;
-    f32[P.SCALE] = c.scale;
-    f32[P.QK_MUL] = c.scale * Math.LOG2E;
-    for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
+    writeParams(this.memory.buffer, p, d, c.causal, c.scale);
     this.plan = p;
     return p;
   }

@@ -76,3 +76,16 @@ export function plan(d: Dims, job: Job, workers: number, attnScratch: number): P
   at[P.SCRATCH] = take(stride * workers);
   return { at, params, end };
 }
+
+/** Fills the parameter block: shapes, the causal flag, the scale and every buffer offset. */
+export function writeParams(buffer: ArrayBufferLike, p: Plan, d: Dims, causal: boolean, scale: number): void {
+  const i32 = new Int32Array(buffer, p.params, P.COUNT);
+  const f32 = new Float32Array(buffer, p.params, P.COUNT);
+  i32.fill(0);
+  i32[P.B] = d.B; i32[P.H] = d.H; i32[P.HKV] = d.HKV; i32[P.NQ] = d.NQ; i32[P.NK] = d.NK;
+  i32[P.DP] = d.DP; i32[P.BQ] = d.BQ; i32[P.BK] = d.BK; i32[P.NQB] = d.NQB; i32[P.NKB] = d.NKB;
+  i32[P.CAUSAL] = causal ? 1 : 0;
+  f32[P.SCALE] = scale;
+  f32[P.QK_MUL] = scale * Math.LOG2E;
+  for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
+}
