@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as assert from 'uvu/assert';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REFERENCE_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
@@ -295,4 +296,16 @@ export function loadCase(name) {
     },
   }));
   return { meta, q: t('q'), k: t('k'), v: t('v'), configs };
+}
+
+/** Asserts that fn throws or rejects with an error of class Kind whose message matches pattern. */
+export async function rejects(fn, Kind, pattern) {
+  try {
+    await fn();
+  } catch (e) {
+    assert.instance(e, Kind, `expected ${Kind.name}, got ${e?.constructor?.name}: ${e?.message}`);
+    assert.match(e.message, pattern);
+    return;
+  }
+  assert.unreachable(`expected a ${Kind.name} matching ${pattern}`);
 }
