@@ -64,6 +64,12 @@ test('a consumer type-checks against the installed tarball (tsc --noEmit, no Nod
   execFileSync(process.execPath, [tsc, '--noEmit', '-p', consumer], { encoding: 'utf8' });
 });
 
+test('the builds are exported for bundlers as sparge-wasm/build/sparge.<kind>.wasm', () => {
+  const resolve = "console.log(import.meta.resolve('sparge-wasm/build/sparge.relaxed-shared.wasm'))";
+  const url = execFileSync(process.execPath, ['--input-type=module', '-e', resolve], { cwd: consumer, encoding: 'utf8' }).trim();
+  assert.is(url, pathToFileURL(path.join(consumer, 'node_modules/sparge-wasm/build/sparge.relaxed-shared.wasm')).href);
+});
+
 test('Node: the installed package, imported by name, gives the repo\'s output', () => {
   const got = runDigest(process.execPath, [CHECK, pathToFileURL(path.join(consumer, 'entry.js')).href], { cwd: consumer });
   assertSameAsNode(node, got, 'node, installed package');
