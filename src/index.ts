@@ -1,12 +1,17 @@
 // sparge-wasm: SpargeAttn (training-free sparse + INT8 quantized attention) on WebAssembly SIMD128.
 import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult } from './engine.js';
-import { type Features, type SimdChoice, chooseModule, compileModule, detect } from './loader.js';
+import {
+  type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, checkWasm, chooseModule, compileModule, detect,
+} from './loader.js';
 import type { TensorLike, BlockMaskLike } from './checks.js';
 import { checkOptions } from './checks.js';
 import { MAX_BYTES, PAGE } from './memory.js';
 import { Pool, workerKind } from './pool.js';
 
-export type { Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, Features, SimdChoice };
+export type {
+  Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, Features, SimdChoice,
+  ModuleKind, WasmSource, WasmSources,
+};
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 
 export interface CreateOptions {
@@ -14,6 +19,12 @@ export interface CreateOptions {
   threads?: number | 'auto';
   /** which WebAssembly build to load */
   simd?: SimdChoice;
+  /**
+   * The builds to use instead of loading build/sparge.<kind>.wasm next to the package, for runtimes
+   * and bundlers that forbid fetching or compiling at run time. Only the builds given are used:
+   * threads need the '-shared' build of the chosen kind, one thread the plain one.
+   */
+  wasm?: WasmSources;
 }
 
 export interface Sparge {
@@ -53,12 +64,13 @@ function sharedMemory(): WebAssembly.Memory | string {
 }
 
 export async function createSparge(options: CreateOptions = {}): Promise<Sparge> {
-  const o = checkOptions(options, ['threads', 'simd']);
+  const o = checkOptions(options, ['threads', 'simd', 'wasm']);
   const asked = o.threads ?? 'auto';
   if (asked !== 'auto' && !(Number.isInteger(asked) && (asked as number) >= 1)) {
     throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(asked)}`);
   }
-  const kind = chooseModule(o.simd);
+  const sources = checkWasm(o.wasm);
+  const kind = chooseModule(o.simd, sources);
   const want = asked === 'auto' ? await hardwareThreads() : (asked as number);
   const features: Features = {
     ...detect(),
@@ -73,10 +85,11 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
   if (want > 1) {
     const shared = sharedMemory();
     const workers = await workerKind();
-    if (typeof shared === 'string') features.threadsReason = shared;
+    if (sources && !sources[`${kind}-shared`]) features.threadsReason = `options.wasm holds no '${kind}-shared' module`;
+    else if (typeof shared === 'string') features.threadsReason = shared;
     else if (!workers) features.threadsReason = 'this runtime has neither Web Workers nor worker_threads';
     else {
-      module = await compileModule(`${kind}-shared`);
+      module = await compileModule(`${kind}-shared`, sources);
       try {
         pool = await Pool.create(workers, module, shared, want);
         memory = shared;
@@ -90,7 +103,7 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
     features.threadsReason = asked === 'auto' ? 'this machine offers one thread' : 'threads: 1 was asked for';
   }
   if (!pool) {
-    module = await compileModule(kind);
+    module = await compileModule(kind, sources);
     memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE });
   }
 

@@ -1,5 +1,7 @@
 // Finds, validates and compiles the WebAssembly modules. The .wasm files sit in build/ next to the
-// package; the URL is resolved from this module so that bundlers and every runtime agree.
+// package; the URL is resolved from this module so that bundlers and every runtime agree. Where
+// fetching or compiling at run time is forbidden (edge runtimes, some bundlers), options.wasm hands
+// the modules in instead.
 
 export type SimdChoice = 'auto' | 'relaxed' | 'baseline';
 
@@ -29,9 +31,58 @@ export function detect(): { simd: boolean; relaxedSimd: boolean } {
   return { simd: WebAssembly.validate(SIMD_PROBE), relaxedSimd: WebAssembly.validate(RELAXED_PROBE) };
 }
 
-export function chooseModule(simd: unknown): 'relaxed' | 'baseline' {
+export type ModuleKind = 'baseline' | 'relaxed' | 'baseline-shared' | 'relaxed-shared';
+const KINDS: readonly ModuleKind[] = ['baseline', 'relaxed', 'baseline-shared', 'relaxed-shared'];
+
+/**
+ * Where a module comes from: its bytes, a URL to fetch (a string resolves against the page's
+ * location where there is one), a Response (consumed once), or a module compiled beforehand.
+ */
+export type WasmSource = BufferSource | URL | string | Response | WebAssembly.Module;
+export type WasmSources = Partial<Record<ModuleKind, WasmSource>>;
+
+const isResponse = (x: unknown): x is Response => typeof Response !== 'undefined' && x instanceof Response;
+
+/** Validates options.wasm; strings become URLs here so that a bad one is refused up front. */
+export function checkWasm(wasm: unknown): WasmSources | undefined {
+  if (wasm === undefined) return undefined;
+  if (wasm === null || typeof wasm !== 'object') {
+    throw new TypeError(`options.wasm must be an object keyed by module kind, got ${wasm === null ? 'null' : typeof wasm}`);
+  }
+  const out: WasmSources = {};
+  for (const [key, src] of Object.entries(wasm)) {
+    if (!KINDS.includes(key as ModuleKind)) {
+      throw new TypeError(`options.wasm.${key} is not a module kind; expected one of ${KINDS.join(', ')}`);
+    }
+    if (typeof src === 'string') {
+      const base = (globalThis as { location?: { href: string } }).location?.href;
+      try {
+        out[key as ModuleKind] = new URL(src, base);
+      } catch {
+        throw new TypeError(`options.wasm.${key} is not a valid URL: ${JSON.stringify(src)}`);
+      }
+    } else if (src instanceof URL || src instanceof ArrayBuffer || ArrayBuffer.isView(src) || isResponse(src) || src instanceof WebAssembly.Module) {
+      out[key as ModuleKind] = src;
+    } else {
+      const got = src === null ? 'null' : (src as object)?.constructor?.name ?? typeof src;
+      throw new TypeError(`options.wasm.${key} must be a BufferSource, URL, string, Response or WebAssembly.Module, got ${got}`);
+    }
+  }
+  if (Object.keys(out).length === 0) throw new TypeError('options.wasm must hold at least one module');
+  return out;
+}
+
+/**
+ * The build to run. Without options.wasm every build is at hand; with it, only those it holds, so
+ * 'auto' takes relaxed SIMD only where the engine accepts it and options.wasm holds a relaxed build.
+ */
+export function chooseModule(simd: unknown, sources?: WasmSources): 'relaxed' | 'baseline' {
   if (simd !== undefined && simd !== 'auto' && simd !== 'relaxed' && simd !== 'baseline') {
     throw new TypeError(`options.simd must be 'auto', 'relaxed' or 'baseline', got ${JSON.stringify(simd)}`);
+  }
+  const given = (kind: 'relaxed' | 'baseline') => !sources || !!(sources[kind] ?? sources[`${kind}-shared`]);
+  if ((simd === 'relaxed' || simd === 'baseline') && !given(simd)) {
+    throw new RangeError(`options.wasm holds no ${simd} build ('${simd}' or '${simd}-shared'), which simd: '${simd}' needs`);
   }
   const f = detect();
   if (!f.simd) throw new Error('this WebAssembly engine lacks SIMD128, which sparge-wasm needs');
@@ -42,7 +93,9 @@ export function chooseModule(simd: unknown): 'relaxed' | 'baseline' {
     );
   }
   if (simd === 'baseline') return 'baseline';
-  return f.relaxedSimd ? 'relaxed' : 'baseline';
+  if (f.relaxedSimd && given('relaxed')) return 'relaxed';
+  if (!given('baseline')) throw new RangeError('options.wasm holds only relaxed-SIMD builds, which this engine does not support');
+  return 'baseline';
 }
 
 async function readBytes(url: URL): Promise<BufferSource> {
@@ -51,12 +104,20 @@ async function readBytes(url: URL): Promise<BufferSource> {
     const fs = await import('node:fs/promises');
     return new Uint8Array(await fs.readFile(url));
   }
-  const res = await fetch(url);
-  if (!res.ok) throw new Error(`could not load ${url.href}: HTTP ${res.status}`);
+  return responseBytes(await fetch(url));
+}
+
+async function responseBytes(res: Response): Promise<ArrayBuffer> {
+  if (!res.ok) throw new Error(`could not load ${res.url || 'the WebAssembly module'}: HTTP ${res.status}`);
   return res.arrayBuffer();
 }
 
-export async function compileModule(kind: 'relaxed' | 'baseline' | 'relaxed-shared' | 'baseline-shared'): Promise<WebAssembly.Module> {
-  const url = new URL(`../../build/sparge.${kind}.wasm`, import.meta.url);
-  return WebAssembly.compile(await readBytes(url));
+/** Compiles one build, from options.wasm when given, else from build/ next to the package. */
+export async function compileModule(kind: ModuleKind, sources?: WasmSources): Promise<WebAssembly.Module> {
+  const src = sources ? sources[kind] : new URL(`../../build/sparge.${kind}.wasm`, import.meta.url);
+  if (src === undefined) throw new RangeError(`options.wasm holds no '${kind}' module, which this engine needs`);
+  if (src instanceof URL) return WebAssembly.compile(await readBytes(src));
+  if (isResponse(src)) return WebAssembly.compile(await responseBytes(src));
+  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return WebAssembly.compile(src as BufferSource);
+  return src as WebAssembly.Module;
 }

@@ -3,24 +3,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createSparge } from '../dist/src/index.js';
-import { gaussian, tensor } from './helpers.js';
+import { gaussian, tensor, rejects } from './helpers.js';
 
 const sparge = await createSparge({ threads: 1, simd: process.env.SPARGE_SIMD ?? 'auto' });
 const t = (dims, seed = 1) => tensor(gaussian(dims.reduce((a, b) => a * b, 1), seed), dims);
 const q = t([1, 4, 200, 32], 1), k = t([1, 2, 200, 32], 2), v = t([1, 2, 200, 32], 3);
 const good = await sparge.attention(q, k, v, { topk: 0.5 });
 const goodDense = await sparge.denseAttention(q, k, v);
-
-async function rejects(fn, Kind, pattern) {
-  try {
-    await fn();
-  } catch (e) {
-    assert.instance(e, Kind, `expected ${Kind.name}, got ${e?.constructor?.name}: ${e?.message}`);
-    assert.match(e.message, pattern);
-    return;
-  }
-  assert.unreachable(`expected a ${Kind.name} matching ${pattern}`);
-}
 
 const withNaN = (() => { const x = t([1, 4, 200, 32], 1); x.data[77] = NaN; return x; })();
 const withInf = (() => { const x = t([1, 2, 200, 32], 2); x.data[5] = -Infinity; return x; })();

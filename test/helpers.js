@@ -3,6 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as assert from 'uvu/assert';
+import { f16Bytes, l1, configOptions } from './reference.js';
+
+export { l1 };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const REFERENCE_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
@@ -132,12 +136,6 @@ export function toHND(t, layout) {
   return out;
 }
 
-export function l1(out, ref) {
-  let a = 0, b = 0;
-  for (let i = 0; i < ref.length; i++) { a += Math.abs(out[i] - ref[i]); b += Math.abs(ref[i]); }
-  return a / b;
-}
-
 export function cosine(out, ref) {
   let ab = 0, aa = 0, bb = 0;
   for (let i = 0; i < ref.length; i++) { ab += out[i] * ref[i]; aa += out[i] * out[i]; bb += ref[i] * ref[i]; }
@@ -254,19 +252,7 @@ export function compareMasks(a, b, phat, dims, { causal, Nq, Nk, blockQ, blockK,
   return { rowAgreement: agree / rows, densityA: selA / allowed, densityB: selB / allowed, worst };
 }
 
-function f16ToF32(u16) {
-  const out = new Float32Array(u16.length);
-  for (let i = 0; i < u16.length; i++) {
-    const h = u16[i], s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
-    out[i] = e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15);
-  }
-  return out;
-}
-
-export function readF16(file) {
-  const buf = fs.readFileSync(file);
-  return f16ToF32(new Uint16Array(buf.buffer, buf.byteOffset, buf.length / 2));
-}
+export const readF16 = (file) => f16Bytes(fs.readFileSync(file));
 
 export function referenceCases() {
   if (!fs.existsSync(REFERENCE_DIR)) return [];
@@ -285,14 +271,19 @@ export function loadCase(name) {
     mask: new Uint8Array(fs.readFileSync(path.join(dir, `mask_${c.name}.u8`))),
     maskDims: [1, ...meta.files[`mask_${c.name}`]],
     output: c.mask_only ? null : readF16(path.join(dir, `o_${c.name}.f16`)),
-    options: {
-      causal: meta.causal,
-      simThreshold: c.simth,
-      ...(c.cdf !== undefined ? { cdfThreshold: c.cdf } : { topk: c.topk }),
-      attentionSink: !!c.sink,
-      blockQ: c.BLKQ ?? meta.BLKQ,
-      blockK: c.BLKK ?? meta.BLKK,
-    },
+    options: configOptions(meta, c),
   }));
   return { meta, q: t('q'), k: t('k'), v: t('v'), configs };
+}
+
+/** Asserts that fn throws or rejects with an error of class Kind whose message matches pattern. */
+export async function rejects(fn, Kind, pattern) {
+  try {
+    await fn();
+  } catch (e) {
+    assert.instance(e, Kind, `expected ${Kind.name}, got ${e?.constructor?.name}: ${e?.message}`);
+    assert.match(e.message, pattern);
+    return;
+  }
+  assert.unreachable(`expected a ${Kind.name} matching ${pattern}`);
 }
