@@ -1,111 +1,132 @@
-// npm run bench: dense FP32 against sparse attention (top-k 0.5 and 0.25) at B=1, H=8, N=4096, D=64
-// on 1 and 2 threads, for the baseline and the relaxed-SIMD module. Repetitions are interleaved and
-// medians reported. Prints a table and writes bench/results/attention.json.
-//   node bench/attention.js [--reps 5] [--n 4096] [--threads 1,2]
+// npm run bench: sparge-wasm's sparse and dense attention against onnxruntime-web (WASM),
+// onnxruntime-node (native) and plain JavaScript, on video-like inputs at B=1, H=8.
+//   node bench/attention.js            goals: N=4096, D=64, 1 and 2 threads, FP64 L1, peak memory
+//   node bench/attention.js --sweep    N = 1K..16K, D = 64 and 128, threads 1 and 2 (long; shows progress)
+//   --reps 5   repetitions (interleaved across implementations, medians reported)
+// Every configuration runs in its own Node process (bench/config.js) started with
+// --experimental-wasm-relaxed-simd, so sparge-wasm uses its relaxed-SIMD module as it would in
+// Deno, Bun or Chromium. Writes bench/results/attention-{goals,sweep}.{json,md} and SVG plots.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { createSparge } from '../dist/src/index.js';
-import { loadCase, referenceCases, videoLike, tensor, l1 } from '../test/helpers.js';
+import { lineChart } from './plot.js';
 
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(`--${name}`);
   return i < 0 ? dflt : process.argv[i + 1];
 };
-const reps = Number(arg('reps', 5));
-const N = Number(arg('n', 4096));
-const only = arg('only', null);
-const threadList = String(arg('threads', '1,2')).split(',').map(Number);
-const H = 8, D = 64;
+const sweep = process.argv.includes('--sweep');
+const reps = Number(arg('reps', sweep ? 3 : 5));
 
-/** Video-like input at H = 8: the reference video case's two heads repeated, else synthetic tokens. */
-function inputs() {
-  if (N === 4096 && referenceCases().includes('video_4x32x32')) {
-    const c = loadCase('video_4x32x32');
-    const rep = (t) => {
-      const out = new Float32Array(H * N * D);
-      for (let h = 0; h < H; h++) out.set(t.data.subarray((h % 2) * N * D, (h % 2 + 1) * N * D), h * N * D);
-      return tensor(out, [1, H, N, D]);
-    };
-    return { source: 'shared/reference/video_4x32x32, heads repeated to 8', q: rep(c.q), k: rep(c.k), v: rep(c.v) };
+const OURS = ['sparge dense FP32', 'sparge topk 0.5', 'sparge topk 0.25', 'sparge topk 0.1', 'sparge CDF 0.95'];
+const ORT = ['ort-web MatMul-Softmax-MatMul', 'ort-web MultiHeadAttention', 'ort-node MatMul-Softmax-MatMul', 'ort-node MultiHeadAttention'];
+
+function config({ n, d, threads, impls, reps: r = reps, extra = [] }) {
+  const t0 = Date.now();
+  const args = ['--experimental-wasm-relaxed-simd', here('./config.js'), '--n', n, '--d', d, '--threads', threads,
+    '--reps', r, '--impls', impls.join(','), ...extra].map(String);
+  let rows;
+  try {
+    const out = execFileSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'pipe'] });
+    rows = JSON.parse(out.trim().split('\n').pop());
+  } catch (e) {
+    // A whole process failing (out of memory, say) is a result too.
+    const why = String(e.stderr || e.message).split('\n').find((l) => /error|memory|abort/i.test(l)) ?? 'process failed';
+    rows = impls.map((impl) => ({ impl, N: n, D: d, threads, error: why.slice(0, 160) }));
   }
-  const x = videoLike(H, N / 1024, 32, D, 7);
-  return { source: `synthetic video-like tokens (${N / 1024} frames of 32x32)`, q: tensor(x.q, [1, H, N, D]), k: tensor(x.k, [1, H, N, D]), v: tensor(x.v, [1, H, N, D]) };
+  process.stderr.write(`  N=${n} D=${d} threads=${threads} ${impls.length} implementation(s): ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  return rows;
 }
 
-const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const fmt = (x) => (x === undefined || x === null ? '' : String(x));
+function markdown(rows, cols) {
+  return [`| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${cols.map((c) => fmt(r[c])).join(' | ')} |`)].join('\n');
+}
 
-async function measure(simd, threads) {
-  const sparge = await createSparge({ threads, simd });
-  const { source, q, k, v } = inputs();
-  const methods = [
-    ['dense FP32', () => sparge.denseAttention(q, k, v).then((output) => ({ output, sparsity: 0 }))],
-    ['sparse topk 0.5', () => sparge.attention(q, k, v, { topk: 0.5 })],
-    ['sparse topk 0.25', () => sparge.attention(q, k, v, { topk: 0.25 })],
-  ];
-  const times = methods.map(() => []);
-  const results = [];
-  for (const [, run] of methods) results.push(await run()); // warm-up, and the outputs for L1
-  for (let r = 0; r < reps; r++) {
-    for (let m = 0; m < methods.length; m++) {
-      const t0 = performance.now();
-      await methods[m][1]();
-      times[m].push(performance.now() - t0);
+function save(name, data, md) {
+  const base = here(`./results/${name}`);
+  fs.writeFileSync(`${base}.json`, JSON.stringify(data, null, 1) + '\n');
+  fs.writeFileSync(`${base}.md`, md + '\n');
+  console.log(`wrote ${base}.json and .md`);
+}
+
+const machine = { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, date: new Date().toISOString() };
+
+if (!sweep) {
+  console.error('goals: N=4096 D=64 H=8, video-like (reference case), 1 and 2 threads');
+  const rows = [];
+  for (const threads of [1, 2]) {
+    rows.push(...config({ n: 4096, d: 64, threads, impls: [...OURS, ...ORT], extra: ['--input', 'reference'] }));
+  }
+  // Plain JavaScript takes ~30 s a run here: one timed run after the warm-up.
+  rows.push(...config({ n: 4096, d: 64, threads: 1, impls: ['plain JavaScript'], reps: 1, extra: ['--input', 'reference'] }));
+  console.error('peak memory (one process per implementation, N = 4096 and 16384, 2 threads)');
+  const memory = [];
+  for (const n of [4096, 16384]) {
+    for (const impl of ['sparge dense FP32', 'sparge topk 0.25', 'ort-web MatMul-Softmax-MatMul', 'ort-node MatMul-Softmax-MatMul', 'ort-node MultiHeadAttention']) {
+      const [r] = config({ n, d: 64, threads: 2, impls: [impl], reps: 0, extra: ['--memory'] });
+      memory.push({ impl, N: n, 'peak RSS MB': r['peak RSS MB'], error: r.error });
     }
   }
-  const flop = 4 * N * N * D * H;
-  const dense = median(times[0]);
-  const rows = methods.map(([method], m) => ({
-    module: sparge.features.module,
-    threads: sparge.threads,
-    method,
-    'median ms': +median(times[m]).toFixed(1),
-    'min ms': +Math.min(...times[m]).toFixed(1),
-    'dense-equivalent GFLOP/s': +(flop / median(times[m]) / 1e6).toFixed(1),
-    'speedup vs dense': +(dense / median(times[m])).toFixed(2),
-    sparsity: +results[m].sparsity.toFixed(3),
-    'L1 vs dense FP32': Number(l1(results[m].output.data, results[0].output.data).toPrecision(3)),
-  }));
-  await sparge.dispose();
-  return { source, rows };
-}
-
-async function measureAll(simd) {
-  const rows = [];
-  let source;
-  for (const threads of threadList) {
-    const m = await measure(simd, threads);
-    source = m.source;
-    rows.push(...m.rows);
-  }
-  // Speedup of each thread count over one thread, same module and method.
-  for (const r of rows) {
-    const one = rows.find((x) => x.threads === 1 && x.method === r.method);
-    if (one) r['speedup vs 1 thread'] = +(one['median ms'] / r['median ms']).toFixed(2);
-  }
-  return { source, rows };
-}
-
-if (only) {
-  process.stdout.write(JSON.stringify(await measureAll(only)));
+  const get = (impl, threads) => rows.find((r) => r.impl === impl && r.threads === threads && !r.error)?.['median ms'];
+  const two = (impl) => get(impl, 2);
+  const goals = [
+    ['sparse topk 0.25 vs onnxruntime-node dense (MatMul graph), 2 threads', '>= 1.5x', two('ort-node MatMul-Softmax-MatMul') / two('sparge topk 0.25')],
+    ['sparse topk 0.25 vs onnxruntime-node MultiHeadAttention, 2 threads', '(>= 1.5x)', two('ort-node MultiHeadAttention') / two('sparge topk 0.25')],
+    ['sparse topk 0.25 vs onnxruntime-web dense, 2 threads', '>= 6x', two('ort-web MatMul-Softmax-MatMul') / two('sparge topk 0.25')],
+    ['sparse topk 0.25 L1 vs FP64', '<= 0.05', rows.find((r) => r.impl === 'sparge topk 0.25' && r.threads === 2)?.['L1 vs FP64']],
+    ['our dense FP32 vs onnxruntime-web dense, 2 threads', '>= 2x', two('ort-web MatMul-Softmax-MatMul') / two('sparge dense FP32')],
+    ...['sparge topk 0.5', 'sparge topk 0.25', 'sparge topk 0.1', 'sparge CDF 0.95'].map((impl) => {
+      const r = rows.find((x) => x.impl === impl && x.threads === 2);
+      return [`${impl}: speedup over our dense / (1 / (1 - sparsity)), 2 threads`, '>= 0.85', (two('sparge dense FP32') / two(impl)) * (1 - r.sparsity)];
+    }),
+    ['2 threads vs 1 thread, sparse topk 0.5', '>= 1.8x', get('sparge topk 0.5', 1) / two('sparge topk 0.5')],
+    ['2 threads vs 1 thread, dense', '>= 1.8x', get('sparge dense FP32', 1) / two('sparge dense FP32')],
+  ].map(([goal, target, value]) => ({ goal, target, measured: Number.isFinite(value) ? +value.toFixed(3) : 'n/a' }));
+  console.table(rows.map(({ input, ...r }) => r));
+  console.table(memory);
+  console.table(goals);
+  const cols = ['impl', 'threads', 'median ms', 'min ms', 'sparsity', 'L1 vs FP64', 'error'];
+  save('attention-goals', { machine, command: `node bench/attention.js --reps ${reps}`, input: rows[0]?.input, rows, memory, goals },
+    `Command: \`node bench/attention.js --reps ${reps}\` (${machine.date}, ${machine.cpus} cores, ${machine.model}, Node ${machine.node}).\n` +
+    `Input: ${rows[0]?.input}; B=1, H=8, N=4096, D=64. Medians of ${reps} interleaved repetitions.\n\n` +
+    markdown(rows, cols) + '\n\nPeak resident memory of a process running one implementation:\n\n' +
+    markdown(memory, ['impl', 'N', 'peak RSS MB', 'error']) + '\n\n' + markdown(goals, ['goal', 'target', 'measured']));
 } else {
-  console.log(`B=1 H=${H} N=${N} D=${D}, threads ${threadList.join(', ')}, ${reps} interleaved repetitions (median)`);
-  const base = await measureAll('baseline');
-  const self = fileURLToPath(import.meta.url);
-  const relaxed = JSON.parse(execFileSync(process.execPath,
-    ['--experimental-wasm-relaxed-simd', self, '--only', 'relaxed', '--reps', String(reps), '--n', String(N), '--threads', threadList.join(',')],
-    { encoding: 'utf8' }));
-  const rows = [...base.rows, ...relaxed.rows];
-  console.log(`input: ${base.source}`);
-  console.table(rows);
-  const out = {
-    date: new Date().toISOString(),
-    command: `node bench/attention.js --reps ${reps} --n ${N} --threads ${threadList.join(',')}`,
-    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version },
-    shape: { B: 1, H, N, D }, input: base.source, rows,
-  };
-  const file = fileURLToPath(new URL('./results/attention.json', import.meta.url));
-  fs.writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
-  console.log(`wrote ${file}`);
+  const rows = [];
+  for (const d of [64, 128]) {
+    for (const threads of [1, 2]) {
+      console.error(`sweep D=${d} threads=${threads}`);
+      for (const n of [1024, 2048, 4096, 8192, 16384]) {
+        // onnxruntime materializes N x N scores: past 8K its graphs need more than wasm32 or this
+        // machine gives; plain JavaScript past 2K takes minutes per run.
+        const impls = [...OURS, ...(n <= 8192 ? ORT : []), ...(n <= 2048 ? ['plain JavaScript'] : [])];
+        rows.push(...config({ n, d, threads, impls, reps: n >= 8192 ? 1 : reps }));
+      }
+    }
+  }
+  const cols = ['impl', 'N', 'D', 'threads', 'median ms', 'sparsity', 'L1 vs dense FP32', 'error'];
+  save('attention-sweep', { machine, command: `node bench/attention.js --sweep --reps ${reps}`, rows },
+    `Command: \`node bench/attention.js --sweep --reps ${reps}\` (${machine.date}, ${machine.cpus} cores, ${machine.model}).\n` +
+    'Synthetic video-like tokens, B=1, H=8; medians of interleaved repetitions (1 at N >= 8192).\n\n' + markdown(rows, cols));
+  for (const d of [64, 128]) {
+    const series = [...OURS, ...ORT, 'plain JavaScript'].map((impl) => ({
+      name: impl,
+      points: rows.filter((r) => r.impl === impl && r.D === d && r.threads === 2 && r['median ms']).map((r) => [r.N, r['median ms']]),
+    })).filter((s) => s.points.length);
+    fs.writeFileSync(here(`./results/time-vs-n-d${d}.svg`), lineChart({
+      title: `Attention time against N (B=1, H=8, D=${d}, 2 threads)`, xLabel: 'N (tokens)', yLabel: 'ms (log)', series, logX: true, logY: true,
+    }));
+  }
+  const dense = (n, d, t) => rows.find((r) => r.impl === 'sparge dense FP32' && r.N === n && r.D === d && r.threads === t)?.['median ms'];
+  const speedup = rows.filter((r) => r.sparsity !== undefined && r['median ms'] && r.impl !== 'sparge dense FP32' && r.threads === 2)
+    .map((r) => [r.sparsity, dense(r.N, r.D, r.threads) / r['median ms'], `N=${r.N} D=${r.D}`]);
+  const ideal = Array.from({ length: 19 }, (_, i) => i / 20).map((s) => [s, 1 / (1 - s)]);
+  fs.writeFileSync(here('./results/speedup-vs-sparsity.svg'), lineChart({
+    title: 'Sparse over dense speedup against sparsity (2 threads)', xLabel: 'sparsity', yLabel: 'speedup (log)', logY: true,
+    series: [{ name: 'ideal 1 / (1 - sparsity)', points: ideal }, { name: 'sparge-wasm (each N, D, top-k / CDF)', points: speedup.map(([s, v]) => [s, v]), dots: true }],
+  }));
+  console.log('wrote bench/results/*.svg');
 }

@@ -59,8 +59,8 @@ const SPARGE_KEYS = [
 ] as const;
 const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision'] as const;
 
-/** Defaults of the block sizes (the reference's GPU tiles; see README for CPU measurements). */
-export const DEFAULT_BLOCK_Q = 128;
+/** Default block sizes, by measurement: on the CPU 64 x 64 runs as fast as the reference GPU tiles (128 x 64) and keeps more accurate masks. */
+export const DEFAULT_BLOCK_Q = 64;
 export const DEFAULT_BLOCK_K = 64;
 
 interface Stage1Options {

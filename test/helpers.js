@@ -156,7 +156,7 @@ export function maxAbsDiff(a, b) {
 export function stage1F64(q, k, o) {
   const Q = accessor(q, 'HND'), K = accessor(k, 'HND');
   const { B, H, N: Nq, D } = Q, Hkv = K.H, Nk = K.N, g = H / Hkv;
-  const { blockQ = 128, blockK = 64, causal = false, simThreshold = -0.1, attentionSink = false, smoothK = true } = o;
+  const { blockQ = 64, blockK = 64, causal = false, simThreshold = -0.1, attentionSink = false, smoothK = true } = o;
   const scale = o.scale ?? 1 / Math.sqrt(D);
   const nq = Math.ceil(Nq / blockQ), nk = Math.ceil(Nk / blockK);
   const pool = (t, acc, b, h, r0, rows, mean) => {

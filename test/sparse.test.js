@@ -60,7 +60,7 @@ test('a hand-made mask: only the kept blocks are attended', async () => {
 test('sparsity counts allowed blocks only', async () => {
   const N = 512, D = 32;
   const t = (s) => tensor(gaussian(N * D, s), [1, N, D]);
-  const m = await sparge.predictMask(t(1), t(2), { topk: 0.25, simThreshold: -1, causal: true });
+  const m = await sparge.predictMask(t(1), t(2), { topk: 0.25, simThreshold: -1, causal: true, blockQ: 128 });
   // nq = 4, nk = 8: allowed per row 2, 4, 6, 8 = 20; kept per row min(2, allowed) = 8.
   assert.ok(Math.abs(m.sparsity - (1 - 8 / 20)) < 1e-12, `sparsity ${m.sparsity}`);
 });

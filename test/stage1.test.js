@@ -47,7 +47,7 @@ for (const [name, { q, k }, base] of cases) {
       const mask = await sparge.predictMask(q, k, o);
       const ref = stage1F64(q, k, o);
       assert.equal(mask.dims, [1, q.dims[1], ref.nq, ref.nk]);
-      assert.is(mask.blockQ, o.blockQ ?? 128);
+      assert.is(mask.blockQ, o.blockQ ?? 64);
       const cmp = compareMasks(mask.data, ref.mask, ref.phat, mask.dims, {
         causal: !!o.causal, Nq: q.dims[2], Nk: k.dims[2], blockQ: mask.blockQ, blockK: mask.blockK, tol: 1e-4, edge: false,
       });
@@ -67,7 +67,7 @@ test('top-k keeps floor(topk * nk) blocks per row, ties to the lower block', asy
   const k = new Float32Array(N * D);
   for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) k[n * D + d] = Math.cos(d + (n % 64));
   const q = tensor(gaussian(N * D, 9), [1, N, D]);
-  const mask = await sparge.predictMask(q, tensor(k, [1, N, D]), { topk: 0.3, simThreshold: -1, smoothK: false });
+  const mask = await sparge.predictMask(q, tensor(k, [1, N, D]), { topk: 0.3, simThreshold: -1, smoothK: false, blockQ: 128 });
   const nk = 10;
   for (let i = 0; i < mask.dims[2]; i++) {
     assert.equal(Array.from(mask.data.subarray(i * nk, i * nk + nk)), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
@@ -78,12 +78,12 @@ test('top-k keeps floor(topk * nk) blocks per row, ties to the lower block', asy
 test('non-similar blocks are forced, the sink is kept, causal blocks are cleared', async () => {
   const { q, k } = random(1, 1, 512, 512, 32, 11);
   // Random rows are far from similar (sim ~ 1/n): a threshold above that forces everything allowed.
-  const forced = await sparge.predictMask(q, k, { topk: 0.1, simThreshold: 0.5, causal: true });
+  const forced = await sparge.predictMask(q, k, { topk: 0.1, simThreshold: 0.5, causal: true, blockQ: 128 });
   for (let i = 0; i < 4; i++) {
     for (let j = 0; j < 8; j++) assert.is(forced.data[i * 8 + j], j * 64 <= (i + 1) * 128 - 1 ? 1 : 0);
   }
   assert.is(forced.sparsity, 0);
-  const sink = await sparge.predictMask(q, k, { topk: 0.125, simThreshold: -1, attentionSink: true });
+  const sink = await sparge.predictMask(q, k, { topk: 0.125, simThreshold: -1, attentionSink: true, blockQ: 128 });
   for (let i = 0; i < 4; i++) assert.is(sink.data[i * 8], 1);
 });
 
