@@ -70,7 +70,7 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
           if (causal) visible = min(visible, row0 + rg + rr + shift + 1 - key0);
           for (let k = max(visible, 0); k < bk; k++) store<f32>(srow + (<usize>k << 2), -Infinity);
           let mv = f32x4.splat(-Infinity);
-          for (let k = 0; k < bk; k += 4) mv = f32x4.max(mv, load<v128>(srow + (<usize>k << 2)));
+          for (let k = 0; k < bk; k += 4) mv = f32x4.pmax(mv, load<v128>(srow + (<usize>k << 2)));
           const ml = hmax(mv);
           const mo = load<f32>(mrow + (<usize>(rg + rr) << 2));
           const mn = max(mo, ml);

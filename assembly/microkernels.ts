@@ -61,20 +61,24 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
   let a00 = i32x4.splat(0), a01 = a00, a10 = a00, a11 = a00;
   let a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   const kstep = kStepBytes<T>();
-  for (let t = 0; t < steps; t++) {
-    const qo = q + (<usize>t << 2);
-    const kp = k + <usize>t * kstep;
-    const b0 = load<v128>(kp), b1 = load<v128>(kp + gStride);
+  // Pointers stepped once per iteration: no per-load address arithmetic in the loop.
+  let q0 = q, q1 = q + qStride, q2 = q + 2 * qStride, q3 = q + 3 * qStride;
+  let k0p = k, k1p = k + gStride;
+  const end = q + (<usize>steps << 2);
+  while (q0 < end) {
+    const b0 = load<v128>(k0p), b1 = load<v128>(k1p);
     let c0 = b0, c1 = b1;
-    if (isInteger<T>() && RELAXED_INT) { c0 = load<v128>(kp, 16); c1 = load<v128>(kp + gStride, 16); }
-    const x0 = v128.load32_splat(qo);
+    if (isInteger<T>() && RELAXED_INT) { c0 = load<v128>(k0p, 16); c1 = load<v128>(k1p, 16); }
+    const x0 = v128.load32_splat(q0);
     a00 = kdot<T>(x0, b0, c0, a00); a01 = kdot<T>(x0, b1, c1, a01);
-    const x1 = v128.load32_splat(qo + qStride);
+    const x1 = v128.load32_splat(q1);
     a10 = kdot<T>(x1, b0, c0, a10); a11 = kdot<T>(x1, b1, c1, a11);
-    const x2 = v128.load32_splat(qo + 2 * qStride);
+    const x2 = v128.load32_splat(q2);
     a20 = kdot<T>(x2, b0, c0, a20); a21 = kdot<T>(x2, b1, c1, a21);
-    const x3 = v128.load32_splat(qo + 3 * qStride);
+    const x3 = v128.load32_splat(q3);
     a30 = kdot<T>(x3, b0, c0, a30); a31 = kdot<T>(x3, b1, c1, a31);
+    q0 += 4; q1 += 4; q2 += 4; q3 += 4;
+    k0p += kstep; k1p += kstep;
   }
   const relaxedCorr = isInteger<T>() && RELAXED_INT;
   const k0 = relaxedCorr ? load<i32>(corr) : 0, k1 = relaxedCorr ? load<i32>(corr, 4) : 0;
@@ -102,18 +106,20 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
     let o20 = f32x4.mul(load<v128>(od + 2 * oStride), al2), o21 = f32x4.mul(load<v128>(od + 2 * oStride, 16), al2);
     let o30 = f32x4.mul(load<v128>(od + 3 * oStride), al3), o31 = f32x4.mul(load<v128>(od + 3 * oStride, 16), al3);
     let vp = v + (<usize>d << 2);
-    for (let j = 0; j < nk; j++) {
+    let r0 = p, r1 = p + pStride, r2 = p + 2 * pStride, r3 = p + 3 * pStride;
+    const end = p + (<usize>nk << 2);
+    while (r0 < end) {
       const v0 = load<v128>(vp), v1 = load<v128>(vp, 16);
-      const pj = p + (<usize>j << 2);
-      const p0 = v128.load32_splat(pj);
+      const p0 = v128.load32_splat(r0);
       o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
-      const p1 = v128.load32_splat(pj + pStride);
+      const p1 = v128.load32_splat(r1);
       o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
-      const p2 = v128.load32_splat(pj + 2 * pStride);
+      const p2 = v128.load32_splat(r2);
       o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
-      const p3 = v128.load32_splat(pj + 3 * pStride);
+      const p3 = v128.load32_splat(r3);
       o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
       vp += vStride;
+      r0 += 4; r1 += 4; r2 += 4; r3 += 4;
     }
     store<v128>(od, o00); store<v128>(od, o01, 16);
     store<v128>(od + oStride, o10); store<v128>(od + oStride, o11, 16);

@@ -3,7 +3,7 @@
 // (microkernels.ts): Q row-major, K in groups of 4 keys interleaved along D so that one broadcast
 // of a Q pair (baseline) or quad (relaxed) meets four keys in one vector instruction.
 import { P } from './params';
-import { param, paramf, ptr, hsum } from './simd';
+import { param, paramf, ptr, hmax, truncInRange } from './simd';
 
 const SIGN = i32x4.splat(0x80000000);
 
@@ -29,11 +29,10 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
     const row = src + (<usize>r * dp << 2);
     for (let d = 0; d < dp; d += 4) {
       const o = <usize>d << 2;
-      m = f32x4.max(m, f32x4.abs(f32x4.sub(load<v128>(row + o), load<v128>(mean + o))));
+      m = f32x4.pmax(m, f32x4.abs(f32x4.sub(load<v128>(row + o), load<v128>(mean + o))));
     }
   }
-  const s = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
-  return max(f32x4.extract_lane(s, 0), f32x4.extract_lane(s, 1));
+  return hmax(m);
 }
 
 // Eight codes round((x - mean) * inv) with ties away from zero, as the reference rounds, in i16 lanes.
@@ -43,8 +42,8 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
   const ha = v128.or(f32x4.splat(0.5), v128.and(a, SIGN));
   const hb = v128.or(f32x4.splat(0.5), v128.and(b, SIGN));
   return i16x8.narrow_i32x4_s(
-    i32x4.trunc_sat_f32x4_s(f32x4.add(a, ha)),
-    i32x4.trunc_sat_f32x4_s(f32x4.add(b, hb)),
+    truncInRange(f32x4.add(a, ha)),
+    truncInRange(f32x4.add(b, hb)),
   );
 }
 

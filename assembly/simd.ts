@@ -14,6 +14,15 @@ import { P } from './params';
   return <usize>load<u32>(p + (<usize>slot << 2));
 }
 
+/**
+ * Float to int32 by truncation, for values known to be in range: the relaxed form is a single
+ * instruction, the saturating one a longer sequence; both agree in range.
+ */
+@inline export function truncInRange(v: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return i32x4.relaxed_trunc_f32x4_s(v);
+  return i32x4.trunc_sat_f32x4_s(v);
+}
+
 /** acc + a * b; fused (and twice as fast) where relaxed SIMD is on. */
 @inline export function madd(a: v128, b: v128, acc: v128): v128 {
   if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, acc);
@@ -25,8 +34,10 @@ import { P } from './params';
   return f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1);
 }
 
+// pmax (a < b ? b : a) is one instruction on x86 where f32x4.max, which must order NaN and -0,
+// is several; the kernels' operands are never NaN.
 @inline export function hmax(v: v128): f32 {
-  const s = f32x4.max(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+  const s = f32x4.pmax(v, v128.shuffle<f32>(v, v, 2, 3, 0, 1));
   return max(f32x4.extract_lane(s, 0), f32x4.extract_lane(s, 1));
 }
 

@@ -199,6 +199,10 @@ export class Engine {
     const mem = new Float32Array(this.memory.buffer);
     const src = this.plan!.at[P.OUT]! >> 2;
     const NP = d.NQB * d.BQ, DP = d.DP;
+    const dims = c.layout === 'HND' ? [B, H, N, D] : [B, N, H, D];
+    const outDims = c.q.threeD ? dims.slice(1) : dims;
+    // Unpadded HND output is one block of memory: one copy, no zero-filled allocation first.
+    if (c.layout === 'HND' && DP === D && NP === N) return { data: mem.slice(src, src + B * H * N * D), dims: outDims };
     const out = new Float32Array(B * H * N * D);
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
@@ -213,8 +217,7 @@ export class Engine {
         }
       }
     }
-    const dims = c.layout === 'HND' ? [B, H, N, D] : [B, N, H, D];
-    return { data: out, dims: c.q.threeD ? dims.slice(1) : dims };
+    return { data: out, dims: outDims };
   }
 
   /**
