@@ -110,9 +110,20 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
   }
 }
 
-/** Stage 2 over the block mask with INT8 QK: tile = (b * H + h) * NQB + i. */
+/** Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot): tile = (b * H + h) * NQB + i. */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
-  attend<i32>(p, t0, t1, worker, true);
+  if (param(p, P.QK_MODE)) attend<i8>(p, t0, t1, worker, true);
+  else attend<i16>(p, t0, t1, worker, true);
+}
+
+/**
+ * How this engine's i8 x i7 dot reads a second operand of b (TypeScript passes 200, so that no
+ * optimizer folds the answer at build time): 200 where it is taken as unsigned (x86's pmaddubsw),
+ * -56 where signed (Arm's sdot); 0 in the baseline module.
+ */
+export function relaxed_dot_probe(b: i32): i32 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
+  return i16x8.extract_lane_s(i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.splat(1), i8x16.splat(<i8>b)), 0) >> 1;
 }
 
 /** Dense FP32 flash attention (no mask, no skipping): tile = (b * H + h) * NQB + i. */

@@ -18,8 +18,12 @@ import { exp2v, madd } from './simd';
   }
 }
 
-export function bench_qk_int8(q: usize, k: usize, dp: i32, bk: i32, corr: usize, s: usize, iters: i32): void {
-  qkBlock<i32>(q, k, dp, bk, corr, s, iters);
+export function bench_qk_i16(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32): void {
+  qkBlock<i16>(q, k, dp, bk, 0, s, iters);
+}
+
+export function bench_qk_relaxed(q: usize, k: usize, dp: i32, bk: i32, corr: usize, s: usize, iters: i32): void {
+  if (ASC_FEATURE_RELAXED_SIMD) qkBlock<i8>(q, k, dp, bk, corr, s, iters);
 }
 
 export function bench_qk_f32(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32): void {

@@ -3,4 +3,4 @@
 export { check_finite, check_finite_tiles } from './check';
 export { k_mean, quantize_q, quantize_k, pack_k_f32 } from './quantize';
 export { pool_q, pool_k, predict } from './predict';
-export { attend_sparse, attend_dense, attention_scratch_bytes } from './attention';
+export { attend_sparse, attend_dense, attention_scratch_bytes, relaxed_dot_probe } from './attention';

@@ -3,27 +3,30 @@
 // keys (quantize.ts), so every lane of an accumulator is a finished score: no horizontal sums.
 // QK has three element types, chosen at compile time:
 //   f32 - dense FP32 attention: one channel per step;
-//   i32 - INT8 codes: baseline module i16 pairs with i32x4.dot_i16x8_s, relaxed module i8 quads
-//         with two relaxed i8 x i7 dots (the split +127-shifted K, see quantize_k).
+//   i16 - INT8 codes widened to i16 pairs, i32x4.dot_i16x8_s;
+//   i8  - INT8 codes as i8 quads, two relaxed i8 x i7 dots (relaxed module only; the split
+//         +127-shifted K, see quantize_k).
 import { madd } from './simd';
 
-const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
+/** The relaxed i8 x i7 dot path (T = i8). */
+@inline export function isRelaxedDot<T>(): bool {
+  return isInteger<T>() && sizeof<T>() == 1;
+}
 
 /** Bytes of one packed K group (4 keys) per step of the QK loop. */
 @inline export function kStepBytes<T>(): usize {
-  return isInteger<T>() && RELAXED_INT ? 32 : 16;
+  return isRelaxedDot<T>() ? 32 : 16;
 }
 
 /** Steps of the QK loop for dp channels. */
 @inline export function qkSteps<T>(dp: i32): i32 {
   if (isFloat<T>()) return dp;
-  return RELAXED_INT ? dp >> 2 : dp >> 1;
+  return isRelaxedDot<T>() ? dp >> 2 : dp >> 1;
 }
 
 /** Bytes of one Q row. */
 @inline export function qRowBytes<T>(dp: i32): usize {
-  if (isFloat<T>()) return <usize>dp << 2;
-  return RELAXED_INT ? <usize>dp : <usize>dp << 1;
+  return <usize>dp * sizeof<T>();
 }
 
 /** Bytes of one packed K group of 4 keys. */
@@ -33,7 +36,8 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
 
 @inline function kdot<T>(a: v128, b: v128, b2: v128, acc: v128): v128 {
   if (isFloat<T>()) return madd(a, b, acc);
-  if (RELAXED_INT) {
+  // (The relaxed dot only exists in the relaxed module; the engine never asks the baseline one for it.)
+  if (isRelaxedDot<T>() && ASC_FEATURE_RELAXED_SIMD) {
     // The i16 form, widened by hand: Node 20's baseline compiler (Liftoff) doubles the result of
     // i32x4.relaxed_dot_i8x16_i7x16_add_s, while this form is right in every tier and lowers to the
     // same instructions (pmaddubsw, pmaddwd, paddd) in the optimizing one.
@@ -52,7 +56,7 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
 
 /**
  * S[4][8] = (Q[4 rows] . K[8 keys]) * mul, written at s (row stride sStride bytes).
- * corr points at the 4 rows' QSUM (relaxed INT8 only; ignored otherwise).
+ * corr points at the 4 rows' QSUM (relaxed i8 x i7 path only; ignored otherwise).
  */
 @inline export function qk_4x8<T>(
   q: usize, qStride: usize, k: usize, steps: i32, gStride: usize,
@@ -68,7 +72,7 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
   while (q0 < end) {
     const b0 = load<v128>(k0p), b1 = load<v128>(k1p);
     let c0 = b0, c1 = b1;
-    if (isInteger<T>() && RELAXED_INT) { c0 = load<v128>(k0p, 16); c1 = load<v128>(k1p, 16); }
+    if (isRelaxedDot<T>()) { c0 = load<v128>(k0p, 16); c1 = load<v128>(k1p, 16); }
     const x0 = v128.load32_splat(q0);
     a00 = kdot<T>(x0, b0, c0, a00); a01 = kdot<T>(x0, b1, c1, a01);
     const x1 = v128.load32_splat(q1);
@@ -80,9 +84,9 @@ const RELAXED_INT = ASC_FEATURE_RELAXED_SIMD;
     q0 += 4; q1 += 4; q2 += 4; q3 += 4;
     k0p += kstep; k1p += kstep;
   }
-  const relaxedCorr = isInteger<T>() && RELAXED_INT;
-  const k0 = relaxedCorr ? load<i32>(corr) : 0, k1 = relaxedCorr ? load<i32>(corr, 4) : 0;
-  const k2 = relaxedCorr ? load<i32>(corr, 8) : 0, k3 = relaxedCorr ? load<i32>(corr, 12) : 0;
+  const relaxed = isRelaxedDot<T>();
+  const k0 = relaxed ? load<i32>(corr) : 0, k1 = relaxed ? load<i32>(corr, 4) : 0;
+  const k2 = relaxed ? load<i32>(corr, 8) : 0, k3 = relaxed ? load<i32>(corr, 12) : 0;
   store<v128>(s, score<T>(a00, k0, mul)); store<v128>(s, score<T>(a01, k0, mul), 16);
   store<v128>(s + sStride, score<T>(a10, k1, mul)); store<v128>(s + sStride, score<T>(a11, k1, mul), 16);
   store<v128>(s + 2 * sStride, score<T>(a20, k2, mul)); store<v128>(s + 2 * sStride, score<T>(a21, k2, mul), 16);

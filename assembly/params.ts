@@ -7,6 +7,8 @@ export enum P {
   B, H, HKV, NQ, NK, DP, BQ, BK, NQB, NKB,
   // options (0/1 flags and integers)
   CAUSAL, SINK, CDF_MODE, NKEEP,
+  // 1: INT8 QK with the relaxed i8 x i7 dot (relaxed module only), 0: with i32x4.dot_i16x8_s
+  QK_MODE,
   // set by check_finite
   NONFINITE,
   // f32 options

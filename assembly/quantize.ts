@@ -1,9 +1,10 @@
 // Stage 0: K smoothing and per-block symmetric INT8 quantization of Q and K (SageAttention style),
 // plus the FP32 packing of K used by the dense path. Codes are laid out for the QK microkernels
 // (microkernels.ts): Q row-major, K in groups of 4 keys interleaved along D so that one broadcast
-// of a Q pair (baseline) or quad (relaxed) meets four keys in one vector instruction.
+// of a Q pair (i16 path) or quad (relaxed dot) meets four keys in one vector instruction.
 import { P } from './params';
 import { param, paramf, ptr, hmax, truncInRange } from './simd';
+import { isRelaxedDot } from './microkernels';
 
 const SIGN = i32x4.splat(0x80000000);
 
@@ -51,12 +52,10 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
   return amax > 0 ? <f32>127 / amax : 0;
 }
 
-/**
- * Q codes of one query block: tile = (b * H + h) * NQB + i. Writes QC rows (i16 in the baseline
- * module, i8 in the relaxed one), QSCALE (dq * scale * log2 e) and, relaxed only, QSUM = 127 * sum(q8)
- * per row: the correction for the +127 shift of K codes (see quantize_k).
- */
-export function quantize_q(p: usize, t0: i32, t1: i32): void {
+// The codes' layout follows the QK path of the call (P.QK_MODE, see microkernels.ts): T = i16 for
+// i32x4.dot_i16x8_s, T = i8 for the relaxed i8 x i7 dot. The choice is made once per tile range.
+
+@inline function quantizeQ<T>(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bq = param(p, P.BQ);
   // A row of zeros that TypeScript keeps after the K means: Q is quantized without smoothing.
   const zero = ptr(p, P.KMEAN) + (<usize>param(p, P.B) * param(p, P.HKV) * dp << 2);
@@ -72,14 +71,14 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
       let sum = i16x8.splat(0);
       for (let d = 0; d < dp; d += 8) {
         const c = codes8(x + (<usize>d << 2), zero, inv);
-        if (ASC_FEATURE_RELAXED_SIMD) {
+        if (isRelaxedDot<T>()) {
           v128.store64_lane(ptr(p, P.QC) + row * dp + d, i8x16.narrow_i16x8_s(c, c), 0);
           sum = i16x8.add(sum, c);
         } else {
           store<v128>(ptr(p, P.QC) + ((row * dp + d) << 1), c);
         }
       }
-      if (ASC_FEATURE_RELAXED_SIMD) {
+      if (isRelaxedDot<T>()) {
         const s32 = i32x4.extadd_pairwise_i16x8_s(sum);
         const s = i32x4.add(s32, v128.shuffle<i32>(s32, s32, 2, 3, 0, 1));
         store<i32>(ptr(p, P.QSUM) + (row << 2), 127 * (i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1)));
@@ -89,13 +88,16 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
 }
 
 /**
- * K codes of one key block of the smoothed K' = K - mean: tile = (b * HKV + hk) * NKB + j.
- * Baseline: i16 codes, vector = 4 keys x one D pair (for i32x4.dot_i16x8_s).
- * Relaxed: u = k8 + 127 in [0, 254] is split into ua = u >> 1 and ub = u - ua, both in [0, 127], so
- * that i32x4.relaxed_dot_i8x16_i7x16_add_s sees a second operand inside its portable range on every
- * engine; vector = 4 keys x one D quad, ua then ub. The +127 is undone with QSUM.
+ * Q codes of one query block: tile = (b * H + h) * NQB + i. Writes QC rows (i16, or i8 for the
+ * relaxed dot), QSCALE (dq * scale * log2 e) and, for the relaxed dot only, QSUM = 127 * sum(q8)
+ * per row: the correction for the +127 shift of K codes (see quantize_k).
  */
-export function quantize_k(p: usize, t0: i32, t1: i32): void {
+export function quantize_q(p: usize, t0: i32, t1: i32): void {
+  if (param(p, P.QK_MODE)) quantizeQ<i8>(p, t0, t1);
+  else quantizeQ<i16>(p, t0, t1);
+}
+
+@inline function quantizeK<T>(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bk = param(p, P.BK), nkb = param(p, P.NKB), nk = param(p, P.NK);
   for (let t = t0; t < t1; t++) {
     const bhk = t / nkb, j = t - bhk * nkb;
@@ -110,26 +112,33 @@ export function quantize_k(p: usize, t0: i32, t1: i32): void {
       const x = src + (<usize>r * dp << 2);
       const group = ptr(p, P.KC) + ((row0 + (r & ~3)) * dp << 1) + ((r & 3) << 2);
       for (let d = 0; d < dp; d += 8) {
-        const c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
-        if (ASC_FEATURE_RELAXED_SIMD) {
+        let c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
+        if (isRelaxedDot<T>()) {
           const u = i16x8.add(c, i16x8.splat(127));
           const ua = i16x8.shr_u(u, 1);
-          const b = i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua));
-          const g = group + (<usize>d << 3);
-          v128.store32_lane(g, b, 0);
-          v128.store32_lane(g, b, 2, 16);
-          v128.store32_lane(g, b, 1, 32);
-          v128.store32_lane(g, b, 3, 48);
-        } else {
-          const g = group + (<usize>d << 3);
-          v128.store32_lane(g, c, 0);
-          v128.store32_lane(g, c, 1, 16);
-          v128.store32_lane(g, c, 2, 32);
-          v128.store32_lane(g, c, 3, 48);
+          // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub, ua, ub.
+          c = v128.shuffle<i32>(i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua)), c, 0, 2, 1, 3);
         }
+        const g = group + (<usize>d << 3);
+        v128.store32_lane(g, c, 0);
+        v128.store32_lane(g, c, 1, 16);
+        v128.store32_lane(g, c, 2, 32);
+        v128.store32_lane(g, c, 3, 48);
       }
     }
   }
+}
+
+/**
+ * K codes of one key block of the smoothed K' = K - mean: tile = (b * HKV + hk) * NKB + j.
+ * i16 path: i16 codes, vector = 4 keys x one D pair (for i32x4.dot_i16x8_s).
+ * Relaxed dot: u = k8 + 127 in [0, 254] is split into ua = u >> 1 and ub = u - ua, both in [0, 127],
+ * so that the i8 x i7 dot sees a second operand inside its portable range on every engine;
+ * vector = 4 keys x one D quad, ua then ub. The +127 is undone with QSUM.
+ */
+export function quantize_k(p: usize, t0: i32, t1: i32): void {
+  if (param(p, P.QK_MODE)) quantizeK<i8>(p, t0, t1);
+  else quantizeK<i16>(p, t0, t1);
 }
 
 /** FP32 K for the dense path, transposed within groups of 4 keys: tile = (b * HKV + hk) * NKB + j. */

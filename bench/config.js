@@ -48,7 +48,8 @@ for (const name of names) {
     await impl.prepare(x);
     row.first = await impl.run(); // warm-up, and the output compared below
   } catch (e) {
-    row.error = String(e?.message ?? e).split('\n')[0].slice(0, 160);
+    // Keep onnxruntime's message but not the build paths it embeds.
+    row.error = String(e?.message ?? e).split('\n')[0].replace(/\S*onnxruntime\/core\/\S*/g, '…').slice(0, 160);
   }
   runs.push(row);
 }

@@ -34,9 +34,10 @@ async function measure(kind) {
   const DP = 64, BK = 64, MACS = 4 * BK * DP;
   const Q = 65536, KB = Q + 4096, S = KB + 16384, O = S + 4096, V = O + 4096, ALPHA = V + 32768, X = ALPHA + 64, CORR = X + 4096;
   const i8 = new Int8Array(memory.buffer), f32 = new Float32Array(memory.buffer);
-  // Codes in [-127, 127]; in the relaxed module the packed K halves are in [0, 127].
+  // Q codes in [-127, 127]; K bytes in [0, 127], valid for both INT8 paths (i16 codes or the
+  // relaxed dot's split halves).
   fill(Q, 4 * DP * 2, (a, i) => { i8[a + i] = Math.round(r() * 254 - 127); });
-  fill(KB, BK * DP * 2, (a, i) => { bytes[a + i] = kind === 'relaxed' ? Math.floor(r() * 128) : Math.round(r() * 254 - 127) & 0xff; });
+  fill(KB, BK * DP * 2, (a, i) => { bytes[a + i] = Math.floor(r() * 128); });
   fill(V >> 2, BK * DP, (a, i) => { f32[a + i] = r() - 0.5; });
   fill(S >> 2, 4 * BK, (a, i) => { f32[a + i] = r(); });
   fill(ALPHA >> 2, 4, (a, i) => { f32[a + i] = 0.5; });
@@ -57,7 +58,7 @@ async function measure(kind) {
   add('peak f32 mul+add', 2 * 48 * PEAK, () => k.peak_f32_muladd(PEAK, 0.5));
   add('peak f32 madd (kernels)', 2 * 48 * PEAK, () => k.peak_f32_madd(PEAK, 0.5));
   add('peak i8 extend + dot_i16x8', 2 * 128 * PEAK, () => k.peak_i8_extend_dot(PEAK, 3));
-  add('peak i16 dot_i16x8 (baseline QK)', 2 * 64 * PEAK, () => k.peak_i16_dot(PEAK, 3));
+  add('peak i16 dot_i16x8 + add (i16 QK)', 2 * 64 * PEAK, () => k.peak_i16_dot(PEAK, 3));
   if (kind === 'relaxed') {
     add('peak relaxed_dot_i8x16_i7x16_add_s', 2 * 128 * PEAK, () => k.peak_relaxed_dot_add(PEAK, 3));
     add('peak i16x8 relaxed dot + widen', 2 * 128 * PEAK, () => k.peak_relaxed_dot_i16(PEAK, 3));
@@ -67,8 +68,11 @@ async function measure(kind) {
   }
   add('peak exp2', 32 * PEAK, () => k.peak_exp2(PEAK, 0.5));
   const ITERS = 2000;
-  const qkPeak = kind === 'relaxed' ? 'peak relaxed QK mix (2 dots per 16 MACs)' : 'peak i16 dot_i16x8 (baseline QK)';
-  add('QK INT8 tile 4x64, D=64', 2 * MACS * ITERS, () => k.bench_qk_int8(Q, KB, DP, BK, CORR, S, ITERS), qkPeak);
+  add('QK INT8 tile 4x64, D=64, i16 dot', 2 * MACS * ITERS, () => k.bench_qk_i16(Q, KB, DP, BK, S, ITERS), 'peak i16 dot_i16x8 + add (i16 QK)');
+  if (kind === 'relaxed') {
+    add('QK INT8 tile 4x64, D=64, relaxed dot', 2 * MACS * ITERS, () => k.bench_qk_relaxed(Q, KB, DP, BK, CORR, S, ITERS),
+      'peak relaxed QK mix (2 dots per 16 MACs)');
+  }
   add('QK FP32 tile 4x64, D=64 (dense)', 2 * MACS * ITERS, () => k.bench_qk_f32(QF, KF, DP, BK, S, ITERS), 'peak f32 madd (kernels)');
   add('P.V tile 4x64, D=64', 2 * MACS * ITERS, () => k.bench_pv(O, S, V, DP, BK, ALPHA, ITERS), 'peak f32 madd (kernels)');
   add('exp2 over 1024 values', 1024 * ITERS, () => k.bench_exp2(X, 1024, ITERS), 'peak exp2');

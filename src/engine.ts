@@ -105,6 +105,11 @@ export class Engine {
     this.k = instance.exports as unknown as Kernels;
   }
 
+  /** See relaxed_dot_probe in assembly/attention.ts. */
+  relaxedDotProbe(): number {
+    return this.k.relaxed_dot_probe(200);
+  }
+
   get threads(): number {
     return this.pool?.size ?? 1;
   }
@@ -163,6 +168,7 @@ export class Engine {
     }
     writeParams(this.memory.buffer, p, d, c.causal, c.scale);
     this.plan = p;
+    this.params().i32[P.QK_MODE] = this.features.int8Dot === 'relaxed' ? 1 : 0;
     return p;
   }
 

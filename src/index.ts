@@ -1,7 +1,8 @@
 // sparge-wasm: SpargeAttn (training-free sparse + INT8 quantized attention) on WebAssembly SIMD128.
 import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult } from './engine.js';
 import {
-  type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, checkWasm, chooseModule, compileModule, detect,
+  type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot,
+  checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot,
 } from './loader.js';
 import type { TensorLike, BlockMaskLike } from './checks.js';
 import { checkOptions } from './checks.js';
@@ -10,7 +11,7 @@ import { Pool, workerKind } from './pool.js';
 
 export type {
   Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, Features, SimdChoice,
-  ModuleKind, WasmSource, WasmSources,
+  ModuleKind, WasmSource, WasmSources, Int8Dot,
 };
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 
@@ -19,6 +20,12 @@ export interface CreateOptions {
   threads?: number | 'auto';
   /** which WebAssembly build to load */
   simd?: SimdChoice;
+  /**
+   * The INT8 dot product of the QK kernel (results are the same, speed is not): 'i16' is
+   * i32x4.dot_i16x8_s, 'relaxed' the relaxed i8 x i7 dot (relaxed module only); 'auto' picks i16
+   * where the engine lowers the relaxed dot x86-style, where it measured slower.
+   */
+  int8Dot?: 'auto' | Int8Dot;
   /**
    * The builds to use instead of loading build/sparge.<kind>.wasm next to the package, for runtimes
    * and bundlers that forbid fetching or compiling at run time. Only the builds given are used:
@@ -64,19 +71,21 @@ function sharedMemory(): WebAssembly.Memory | string {
 }
 
 export async function createSparge(options: CreateOptions = {}): Promise<Sparge> {
-  const o = checkOptions(options, ['threads', 'simd', 'wasm']);
+  const o = checkOptions(options, ['threads', 'simd', 'wasm', 'int8Dot']);
   const asked = o.threads ?? 'auto';
   if (asked !== 'auto' && !(Number.isInteger(asked) && (asked as number) >= 1)) {
     throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(asked)}`);
   }
   const sources = checkWasm(o.wasm);
   const kind = chooseModule(o.simd, sources);
+  const int8Dot = checkInt8Dot(o.int8Dot, kind);
   const want = asked === 'auto' ? await hardwareThreads() : (asked as number);
   const features: Features = {
     ...detect(),
     sharedArrayBuffer: typeof SharedArrayBuffer !== 'undefined',
     threads: false,
     module: kind,
+    int8Dot: 'i16',
   };
 
   let pool: Pool | undefined;
@@ -108,6 +117,7 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
   }
 
   let engine: Engine | undefined = new Engine(module!, memory!, features, pool);
+  features.int8Dot = resolveInt8Dot(int8Dot, () => engine!.relaxedDotProbe());
   const live = () => {
     if (!engine) throw new Error('this sparge engine was disposed');
     return engine;

@@ -4,6 +4,30 @@
 // the modules in instead.
 
 export type SimdChoice = 'auto' | 'relaxed' | 'baseline';
+export type Int8Dot = 'i16' | 'relaxed';
+
+/**
+ * The INT8 dot product for QK. Both give the same integers, so outputs do not change, only speed.
+ * On x86 engines lower the relaxed i8 x i7 dot to pmaddubsw plus a widening step, and since K's
+ * codes must be split in two to stay portable, it measured 1.5x to 2.5x slower than the i16 dot
+ * (Node 20, Deno 2.9, Bun 1.4: bench/micro.js). 'auto' keeps the relaxed dot for engines whose
+ * dot reads its second operand as signed, as Arm's sdot does (not measured here).
+ */
+export function checkInt8Dot(asked: unknown, module: 'relaxed' | 'baseline'): Int8Dot | 'auto' {
+  if (asked !== undefined && asked !== 'auto' && asked !== 'i16' && asked !== 'relaxed') {
+    throw new TypeError(`options.int8Dot must be 'auto', 'i16' or 'relaxed', got ${JSON.stringify(asked)}`);
+  }
+  if (asked === 'relaxed' && module !== 'relaxed') {
+    throw new RangeError("options.int8Dot: 'relaxed' needs the relaxed-SIMD module (simd: 'relaxed', or 'auto' where supported)");
+  }
+  return module === 'relaxed' ? asked ?? 'auto' : 'i16';
+}
+
+/** Resolves 'auto' with the module's probe (relaxed_dot_probe: 200 means x86-style unsigned). */
+export function resolveInt8Dot(choice: Int8Dot | 'auto', probe: () => number): Int8Dot {
+  if (choice !== 'auto') return choice;
+  return probe() === 200 ? 'i16' : 'relaxed';
+}
 
 // Smallest modules that use one instruction of each feature: validating them asks the engine
 // whether it would accept our builds, without fetching them.
@@ -25,6 +49,8 @@ export interface Features {
   workers?: 'web' | 'worker_threads';
   /** the module in use */
   module: 'relaxed' | 'baseline';
+  /** the INT8 dot product of the QK kernel: i32x4.dot_i16x8_s, or the relaxed i8 x i7 dot */
+  int8Dot: Int8Dot;
 }
 
 export function detect(): { simd: boolean; relaxedSimd: boolean } {

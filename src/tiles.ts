@@ -10,6 +10,7 @@ export type Stage = readonly [kernel: string, tiles: number];
 export type Kernels = Record<string, Kernel> & {
   attention_scratch_bytes(bq: number, bk: number): number;
   check_finite_tiles(params: number): number;
+  relaxed_dot_probe(b: number): number;
 };
 
 /** Byte offset of the control block in the first (reserved) page of memory. */

@@ -66,6 +66,8 @@ test('createSparge options are checked', async () => {
   await rejects(() => createSparge({ threads: 0 }), RangeError, /options\.threads must be a positive integer or 'auto'/);
   await rejects(() => createSparge({ simd: 'avx' }), TypeError, /options\.simd must be 'auto', 'relaxed' or 'baseline'/);
   await rejects(() => createSparge({ thread: 2 }), TypeError, /options\.thread is not an option/);
+  await rejects(() => createSparge({ int8Dot: 'vnni' }), TypeError, /options\.int8Dot must be 'auto', 'i16' or 'relaxed'/);
+  await rejects(() => createSparge({ simd: 'baseline', int8Dot: 'relaxed' }), RangeError, /options\.int8Dot: 'relaxed' needs the relaxed-SIMD module/);
 });
 
 test('a disposed engine says so', async () => {

@@ -4,7 +4,8 @@ import { createSparge } from '../dist/src/index.js';
 import { gaussian, tensor, loadCase, referenceCases, maxAbsDiff, l1, ropeLike } from './helpers.js';
 
 const baseline = await createSparge({ threads: 1, simd: 'baseline' });
-const relaxed = await createSparge({ threads: 1, simd: 'relaxed' });
+const relaxed = await createSparge({ threads: 1, simd: 'relaxed', int8Dot: 'relaxed' });
+const relaxedI16 = await createSparge({ threads: 1, simd: 'relaxed', int8Dot: 'i16' });
 const inputs = [];
 if (referenceCases().includes('video_4x32x32')) {
   const c = loadCase('video_4x32x32');
@@ -23,6 +24,7 @@ const results = [];
 for (const [name, q, k, v, opts] of inputs) {
   const a = await baseline.attention(q, k, v, { ...opts, returnMask: true });
   const b = await relaxed.attention(q, k, v, { ...opts, returnMask: true });
+  const c = await relaxedI16.attention(q, k, v, { ...opts, returnMask: true });
   const da = await baseline.denseAttention(q, k, v, { causal: !!opts.causal });
   const db = await relaxed.denseAttention(q, k, v, { causal: !!opts.causal });
   let maskDiff = 0;
@@ -30,6 +32,9 @@ for (const [name, q, k, v, opts] of inputs) {
   results.push({
     name,
     modules: [baseline.features.module, relaxed.features.module],
+    int8Dots: [baseline.features.int8Dot, relaxed.features.int8Dot, relaxedI16.features.int8Dot],
+    // Both INT8 dot paths compute the same integers: the relaxed module's outputs must not change.
+    dotPathsBitwiseEqual: b.output.data.every((x, i) => Object.is(x, c.output.data[i])),
     maskEntriesDiffering: maskDiff,
     sparseMaxAbsDiff: maxAbsDiff(a.output.data, b.output.data),
     sparseL1: l1(b.output.data, a.output.data),
@@ -39,4 +44,5 @@ for (const [name, q, k, v, opts] of inputs) {
 }
 await baseline.dispose();
 await relaxed.dispose();
+await relaxedI16.dispose();
 process.stdout.write(JSON.stringify(results));
