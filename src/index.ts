@@ -58,7 +58,7 @@ async function hardwareThreads(): Promise<number> {
   }
 }
 
-/** Why a pool cannot run here, or undefined when it can. */
+/** A shared memory for the pool, or why there can be none here. */
 function sharedMemory(): WebAssembly.Memory | string {
   if (typeof SharedArrayBuffer === 'undefined') {
     return 'SharedArrayBuffer is not available (in a browser: the page is not cross-origin isolated)';
