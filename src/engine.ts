@@ -126,8 +126,7 @@ export class Engine {
     return next;
   }
 
-  private async exec(stages: Stage[]): Promise<void> {
-    const p = this.plan!.params;
+  private async exec(stages: Stage[], p = this.plan!.params): Promise<void> {
     const todo = stages.filter(([, n]) => n > 0);
     if (this.pool) await this.pool.run(p, todo);
     else runLocal(this.k, p, todo);
@@ -377,10 +376,7 @@ export class Engine {
 
   /** Test hook: runs raw stages with a parameter block the caller chose (e.g. one that traps). */
   debugRun(params: number, stages: Stage[]): Promise<void> {
-    return this.serial(async () => {
-      if (this.pool) await this.pool.run(params, stages);
-      else runLocal(this.k, params, stages);
-    });
+    return this.serial(() => this.exec(stages, params));
   }
 }
 
