@@ -3,35 +3,39 @@
 // with FP32 QK and every allowed block, is the dense baseline (attend_dense).
 //
 // Loop order per query block: key blocks outer, groups of 4 query rows inner, so a key block's K
-// codes and V rows stay in L1 while every row group of the query block passes over them. The
+// codes and V rows stay in cache while every row group of the query block passes over them. The
 // pvThreshold decision is taken per such group of 4 rows (the reference decides per GPU warp).
+// Scores are key-major (microkernels.ts), so each row group's maxima, sums and rescaling factors
+// are single vectors, one lane per row.
 import { P } from './params';
-import { param, paramf, ptr, exp2v, exp2s, hsum, hmax, zeroRow } from './simd';
-import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kGroupBytes } from './microkernels';
+import { param, paramf, ptr, exp2v, zeroRow } from './simd';
+import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
 const ROWS = 4;
+const LANES = i32x4(0, 1, 2, 3);
+const NEG_INF = f32x4.splat(-Infinity);
 
-/** Bytes of per-worker scratch that attention needs. */
+/** Bytes of per-worker scratch that attention needs: the scores of a row group, then m and l per row. */
 export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
-  return ROWS * bk * 4 + bq * 8 + ROWS * 8;
+  return ROWS * bk * 4 + bq * 8;
 }
 
-@inline function attend<T>(p: usize, t0: i32, t1: i32, worker: i32, sparse: bool): void {
+// T: the QK element type (f32 is the dense path, the INT8 ones the sparse path); B: the broadcast.
+@inline function attend<T, B>(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const sparse = !isFloat<T>();
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nq = param(p, P.NQ), nk = param(p, P.NK), bq = param(p, P.BQ), bk = param(p, P.BK);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB), causal = param(p, P.CAUSAL) != 0;
-  const lambda: f32 = sparse ? paramf(p, P.PV_THRESHOLD) : Infinity;
+  const lambda = f32x4.splat(sparse ? paramf(p, P.PV_THRESHOLD) : Infinity);
   const shift = nk - nq;
 
   const s = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
-  const sStride = <usize>bk << 2;
-  const mrow = s + <usize>ROWS * sStride, lrow = mrow + (<usize>bq << 2);
-  const alpha = lrow + (<usize>bq << 2), mnew = alpha + ROWS * 4;
+  const mrow = s + (<usize>bk << 4), lrow = mrow + (<usize>bq << 2);
 
   const rowBytes = <usize>dp << 2;
-  const qStride = qRowBytes<T>(dp), gStride = kGroupBytes<T>(dp), steps = qkSteps<T>(dp);
-  const qBase = isFloat<T>() ? ptr(p, P.Q) : ptr(p, P.QC);
+  const qBytes = qRowBytes<T>(dp), keyBytes = kKeyBytes<T>(dp), steps = qkSteps<T>(dp);
+  const qBase = isFloat<T>() ? ptr(p, P.QF) : ptr(p, P.QC);
   const kBase = isFloat<T>() ? ptr(p, P.KF) : ptr(p, P.KC);
 
   for (let t = t0; t < t1; t++) {
@@ -39,81 +43,92 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
     const bhk = (bh / h) * hkv + (bh % h) / (h / hkv);
     const row0 = i * bq, rows = min(bq, nq - row0);
     const out = ptr(p, P.OUT) + <usize>t * bq * rowBytes;
-    const q = qBase + <usize>t * bq * qStride;
+    const q = qBase + <usize>t * bq * qBytes;
     const corr = ptr(p, P.QSUM) + (<usize>t * bq << 2);
     const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>t << 2));
     const maskRow = ptr(p, P.MASK) + <usize>t * nkb;
     zeroRow(out, bq * dp);
-    for (let r = 0; r < bq; r++) {
-      store<f32>(mrow + (<usize>r << 2), -Infinity);
-      store<f32>(lrow + (<usize>r << 2), 0);
+    for (let rg = 0; rg < bq; rg += ROWS) {
+      store<v128>(mrow + (<usize>rg << 2), NEG_INF);
+      store<v128>(lrow + (<usize>rg << 2), f32x4.splat(0));
     }
 
     const last = lastKeyBlock(p, i);
     for (let j = 0; j <= last; j++) {
       if (sparse && load<u8>(maskRow + j) == 0) continue;
       const key0 = j * bk, kt = bhk * nkb + j;
-      const kp = kBase + <usize>kt * bk * (gStride >> 2);
+      const kp = kBase + <usize>kt * bk * keyBytes;
       const vp = ptr(p, P.V) + <usize>kt * bk * rowBytes;
       const mul = f32x4.splat(isFloat<T>() ? qs : qs * load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2)));
       const valid = min(bk, nk - key0);
 
       for (let rg = 0; rg < rows; rg += ROWS) {
+        let mb = NEG_INF;
         for (let g = 0; g < bk; g += 8) {
-          qk_4x8<T>(q + <usize>rg * qStride, qStride, kp + (<usize>(g >> 2)) * gStride, steps, gStride,
-            corr + (<usize>rg << 2), mul, s + (<usize>g << 2), sStride);
+          mb = f32x4.pmax(mb, qk_4x8<T, B>(q + <usize>rg * qBytes, kp + <usize>g * keyBytes, steps,
+            corr + (<usize>rg << 2), mul, s + (<usize>g << 4)));
         }
-        let skip = true;
-        for (let rr = 0; rr < ROWS; rr++) {
-          const srow = s + <usize>rr * sStride;
-          let visible = valid;
-          if (causal) visible = min(visible, row0 + rg + rr + shift + 1 - key0);
-          for (let k = max(visible, 0); k < bk; k++) store<f32>(srow + (<usize>k << 2), -Infinity);
-          let mv = f32x4.splat(-Infinity);
-          for (let k = 0; k < bk; k += 4) mv = f32x4.pmax(mv, load<v128>(srow + (<usize>k << 2)));
-          const ml = hmax(mv);
-          const mo = load<f32>(mrow + (<usize>(rg + rr) << 2));
-          const mn = max(mo, ml);
-          store<f32>(mnew + (<usize>rr << 2), mn);
-          // NaN (a row with nothing visible yet) compares false: such a row never blocks a skip.
-          if (rg + rr < rows && ml - mn + lambda > 0) skip = false;
-        }
-        if (skip) continue;
-        for (let rr = 0; rr < ROWS; rr++) {
-          const srow = s + <usize>rr * sStride;
-          const mo = load<f32>(mrow + (<usize>(rg + rr) << 2));
-          const mn = load<f32>(mnew + (<usize>rr << 2));
-          const base: f32 = mn == -Infinity ? 0 : mn;
-          const a = exp2s(mo - base);
-          const b = f32x4.splat(base);
-          let sum = f32x4.splat(0);
-          for (let k = 0; k < bk; k += 4) {
-            const e = exp2v(f32x4.sub(load<v128>(srow + (<usize>k << 2)), b));
-            store<v128>(srow + (<usize>k << 2), e);
-            sum = f32x4.add(sum, e);
+        // Keys past the end, or after a row's diagonal, score -Infinity; the maxima are taken again.
+        const seen = causal ? min(valid, row0 + rg + shift + 1 - key0) : valid;
+        if (seen < bk) {
+          const visible = i32x4.min_s(i32x4.splat(valid), i32x4.add(i32x4.splat(seen), LANES));
+          mb = NEG_INF;
+          for (let k = 0; k < bk; k++) {
+            const at = s + (<usize>k << 4);
+            const v = v128.bitselect(load<v128>(at), NEG_INF, i32x4.lt_s(i32x4.splat(k), visible));
+            store<v128>(at, v);
+            mb = f32x4.pmax(mb, v);
           }
-          const lp = lrow + (<usize>(rg + rr) << 2);
-          store<f32>(lp, load<f32>(lp) * a + hsum(sum));
-          store<f32>(mrow + (<usize>(rg + rr) << 2), mn);
-          store<f32>(alpha + (<usize>rr << 2), a);
         }
-        pv_4x8(out + <usize>rg * rowBytes, rowBytes, s, sStride, vp, rowBytes, valid, dp, alpha);
+        const mo = load<v128>(mrow + (<usize>rg << 2));
+        const mn = f32x4.pmax(mo, mb);
+        if (sparse) {
+          // Skip unless some real row's block maximum comes within lambda of its running maximum.
+          // NaN (a row with nothing visible yet) compares false: such a row never blocks a skip.
+          const near = f32x4.gt(f32x4.add(f32x4.sub(mb, mn), lambda), f32x4.splat(0));
+          const real = i32x4.lt_s(i32x4.add(i32x4.splat(rg), LANES), i32x4.splat(rows));
+          if (!v128.any_true(v128.and(near, real))) continue;
+        }
+        // A row with nothing visible yet keeps maximum -Infinity; it exponentiates against 0.
+        const base = v128.bitselect(f32x4.splat(0), mn, f32x4.eq(mn, NEG_INF));
+        const alpha = exp2v(f32x4.sub(mo, base));
+        let sum = f32x4.splat(0);
+        for (let k = 0; k < bk; k++) {
+          const at = s + (<usize>k << 4);
+          const e = exp2v(f32x4.sub(load<v128>(at), base));
+          store<v128>(at, e);
+          sum = f32x4.add(sum, e);
+        }
+        const lp = lrow + (<usize>rg << 2);
+        store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
+        store<v128>(mrow + (<usize>rg << 2), mn);
+        pv_4x8<B>(out + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
       }
     }
 
-    for (let r = 0; r < rows; r++) {
-      const l = load<f32>(lrow + (<usize>r << 2));
-      const inv = f32x4.splat(l > 0 ? <f32>1 / l : 0);
-      const o = out + <usize>r * rowBytes;
-      for (let d = 0; d < dp; d += 4) store<v128>(o + (<usize>d << 2), f32x4.mul(load<v128>(o + (<usize>d << 2)), inv));
+    for (let rg = 0; rg < rows; rg += ROWS) {
+      const l = load<v128>(lrow + (<usize>rg << 2));
+      const inv = v128.bitselect(f32x4.div(f32x4.splat(1), l), f32x4.splat(0), f32x4.gt(l, f32x4.splat(0)));
+      scaleRow(out + <usize>rg * rowBytes, dp, v128.shuffle<f32>(inv, inv, 0, 0, 0, 0));
+      scaleRow(out + <usize>(rg + 1) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 1, 1, 1, 1));
+      scaleRow(out + <usize>(rg + 2) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 2, 2, 2, 2));
+      scaleRow(out + <usize>(rg + 3) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 3, 3, 3, 3));
     }
   }
 }
 
-/** Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot): tile = (b * H + h) * NQB + i. */
+@inline function scaleRow(o: usize, dp: i32, by: v128): void {
+  for (let d = 0; d < dp; d += 4) store<v128>(o + (<usize>d << 2), f32x4.mul(load<v128>(o + (<usize>d << 2)), by));
+}
+
+/** Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot, P.SPLAT the broadcast): tile = (b * H + h) * NQB + i. */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (param(p, P.QK_MODE)) attend<i8>(p, t0, t1, worker, true);
-  else attend<i16>(p, t0, t1, worker, true);
+  const shuf = param(p, P.SPLAT) != 0;
+  if (param(p, P.QK_MODE)) {
+    if (shuf) attend<i8, SplatByShuffle>(p, t0, t1, worker);
+    else attend<i8, SplatByLoad>(p, t0, t1, worker);
+  } else if (shuf) attend<i16, SplatByShuffle>(p, t0, t1, worker);
+  else attend<i16, SplatByLoad>(p, t0, t1, worker);
 }
 
 /**
@@ -128,5 +143,6 @@ export function relaxed_dot_probe(b: i32): i32 {
 
 /** Dense FP32 flash attention (no mask, no skipping): tile = (b * H + h) * NQB + i. */
 export function attend_dense(p: usize, t0: i32, t1: i32, worker: i32): void {
-  attend<f32>(p, t0, t1, worker, false);
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad>(p, t0, t1, worker);
 }

@@ -1,19 +1,38 @@
 // Register-blocked microkernels of Stage 2, in the XNNPACK manner: 4 query rows x 8 keys for QK^T,
-// 4 rows x 8 channels for P.V. Q values are broadcast (load32_splat) and K is pre-packed in groups of 4
-// keys (quantize.ts), so every lane of an accumulator is a finished score: no horizontal sums.
+// 4 rows x 8 channels for P.V. Every lane of an accumulator is a finished dot product: no
+// horizontal sums. Layouts (quantize.ts writes them):
+//   Q: rows in groups of 4, interleaved: per step one 16-byte vector of the 4 rows' next 4 bytes;
+//   K: keys in groups of 8: per step two vectors of 4 keys (the relaxed dot: four, see below);
+//   S and P: key-major, one vector per key holding the 4 rows, so that the softmax in between is
+//            vertical (row maxima and sums come out as vectors).
 // QK has three element types, chosen at compile time:
-//   f32 - dense FP32 attention: one channel per step;
-//   i16 - INT8 codes widened to i16 pairs, i32x4.dot_i16x8_s;
-//   i8  - INT8 codes as i8 quads, two relaxed i8 x i7 dots (relaxed module only; the split
-//         +127-shifted K, see quantize_k).
-import { madd } from './simd';
+//   f32 - dense FP32 attention: a step is one channel;
+//   i16 - INT8 codes widened to i16, i32x4.dot_i16x8_s: a step is a pair of channels;
+//   i8  - INT8 codes, two relaxed i8 x i7 dots on the split +127-shifted K (see quantize_k): a quad.
+// A Q (or P) lane is broadcast in one of two ways, chosen at run time (P.SPLAT):
+//   load    - load32_splat from memory: fewest instructions where loads are cheap;
+//   shuffle - one vector load and four lane shuffles: for engines that bounds-check every memory
+//             access in software (Deno, which leaves V8's trap handler off), where a load also
+//             costs a compare and branch.
+import { madd, transpose4 } from './simd';
+
+// The broadcast variant is a type parameter (B) rather than a flag, so that each compiled instance
+// holds only its own loop: the optimizers did not fold a constant flag through the inlined driver.
+/** B for broadcasts by load32_splat. */
+export type SplatByLoad = i32;
+/** B for broadcasts by a vector load and lane shuffles. */
+export type SplatByShuffle = v128;
+
+@inline function byShuffle<B>(): bool {
+  return sizeof<B>() == 16;
+}
 
 /** The relaxed i8 x i7 dot path (T = i8). */
 @inline export function isRelaxedDot<T>(): bool {
   return isInteger<T>() && sizeof<T>() == 1;
 }
 
-/** Bytes of one packed K group (4 keys) per step of the QK loop. */
+/** Bytes of one vector of 4 keys per step of the QK loop (half an 8-key step). */
 @inline export function kStepBytes<T>(): usize {
   return isRelaxedDot<T>() ? 32 : 16;
 }
@@ -24,14 +43,14 @@ import { madd } from './simd';
   return isRelaxedDot<T>() ? dp >> 2 : dp >> 1;
 }
 
-/** Bytes of one Q row. */
+/** Bytes of one Q row (a group of 4 rows takes 4 times as many, interleaved). */
 @inline export function qRowBytes<T>(dp: i32): usize {
   return <usize>dp * sizeof<T>();
 }
 
-/** Bytes of one packed K group of 4 keys. */
-@inline export function kGroupBytes<T>(dp: i32): usize {
-  return isFloat<T>() ? <usize>dp << 4 : <usize>dp << 3;
+/** Bytes of one packed key: FP32, i16 codes, or the relaxed dot's two i8 halves. */
+@inline export function kKeyBytes<T>(dp: i32): usize {
+  return isFloat<T>() ? <usize>dp << 2 : <usize>dp << 1;
 }
 
 @inline function kdot<T>(a: v128, b: v128, b2: v128, acc: v128): v128 {
@@ -55,75 +74,77 @@ import { madd } from './simd';
 }
 
 /**
- * S[4][8] = (Q[4 rows] . K[8 keys]) * mul, written at s (row stride sStride bytes).
- * corr points at the 4 rows' QSUM (relaxed i8 x i7 path only; ignored otherwise).
+ * S[8 keys] (one vector of 4 rows each, at s, s + 16, ...) = (Q[4 rows] . K[8 keys]) * mul;
+ * returns the 4 rows' maxima over these keys. corr points at the rows' QSUM (relaxed dot only).
  */
-@inline export function qk_4x8<T>(
-  q: usize, qStride: usize, k: usize, steps: i32, gStride: usize,
-  corr: usize, mul: v128, s: usize, sStride: usize,
-): void {
+@inline export function qk_4x8<T, B>(q: usize, k: usize, steps: i32, corr: usize, mul: v128, s: usize): v128 {
+  const shuf = byShuffle<B>();
   let a00 = i32x4.splat(0), a01 = a00, a10 = a00, a11 = a00;
   let a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   const kstep = kStepBytes<T>();
-  // Pointers stepped once per iteration: no per-load address arithmetic in the loop.
-  let q0 = q, q1 = q + qStride, q2 = q + 2 * qStride, q3 = q + 3 * qStride;
-  let k0p = k, k1p = k + gStride;
-  const end = q + (<usize>steps << 2);
-  while (q0 < end) {
-    const b0 = load<v128>(k0p), b1 = load<v128>(k1p);
-    let c0 = b0, c1 = b1;
-    if (isRelaxedDot<T>()) { c0 = load<v128>(k0p, 16); c1 = load<v128>(k1p, 16); }
-    const x0 = v128.load32_splat(q0);
+  // Two pointers stepped once per iteration: no per-load address arithmetic in the loop.
+  let qp = q, kp = k;
+  const end = q + (<usize>steps << 4);
+  while (qp < end) {
+    const b0 = load<v128>(kp);
+    let b1: v128, c0: v128, c1: v128;
+    if (isRelaxedDot<T>()) {
+      c0 = load<v128>(kp, 16); b1 = load<v128>(kp, 32); c1 = load<v128>(kp, 48);
+    } else {
+      b1 = load<v128>(kp, 16); c0 = b0; c1 = b1;
+    }
+    let x = i32x4.splat(0);
+    if (shuf) x = load<v128>(qp);
+    const x0 = shuf ? v128.shuffle<i32>(x, x, 0, 0, 0, 0) : v128.load32_splat(qp);
     a00 = kdot<T>(x0, b0, c0, a00); a01 = kdot<T>(x0, b1, c1, a01);
-    const x1 = v128.load32_splat(q1);
+    const x1 = shuf ? v128.shuffle<i32>(x, x, 1, 1, 1, 1) : v128.load32_splat(qp, 4);
     a10 = kdot<T>(x1, b0, c0, a10); a11 = kdot<T>(x1, b1, c1, a11);
-    const x2 = v128.load32_splat(q2);
+    const x2 = shuf ? v128.shuffle<i32>(x, x, 2, 2, 2, 2) : v128.load32_splat(qp, 8);
     a20 = kdot<T>(x2, b0, c0, a20); a21 = kdot<T>(x2, b1, c1, a21);
-    const x3 = v128.load32_splat(q3);
+    const x3 = shuf ? v128.shuffle<i32>(x, x, 3, 3, 3, 3) : v128.load32_splat(qp, 12);
     a30 = kdot<T>(x3, b0, c0, a30); a31 = kdot<T>(x3, b1, c1, a31);
-    q0 += 4; q1 += 4; q2 += 4; q3 += 4;
-    k0p += kstep; k1p += kstep;
+    qp += 16;
+    kp += 2 * kstep;
   }
   const relaxed = isRelaxedDot<T>();
   const k0 = relaxed ? load<i32>(corr) : 0, k1 = relaxed ? load<i32>(corr, 4) : 0;
   const k2 = relaxed ? load<i32>(corr, 8) : 0, k3 = relaxed ? load<i32>(corr, 12) : 0;
-  store<v128>(s, score<T>(a00, k0, mul)); store<v128>(s, score<T>(a01, k0, mul), 16);
-  store<v128>(s + sStride, score<T>(a10, k1, mul)); store<v128>(s + sStride, score<T>(a11, k1, mul), 16);
-  store<v128>(s + 2 * sStride, score<T>(a20, k2, mul)); store<v128>(s + 2 * sStride, score<T>(a21, k2, mul), 16);
-  store<v128>(s + 3 * sStride, score<T>(a30, k3, mul)); store<v128>(s + 3 * sStride, score<T>(a31, k3, mul), 16);
+  const m = transpose4(s, 16, score<T>(a00, k0, mul), score<T>(a10, k1, mul), score<T>(a20, k2, mul), score<T>(a30, k3, mul));
+  return f32x4.pmax(m, transpose4(s + 64, 16, score<T>(a01, k0, mul), score<T>(a11, k1, mul), score<T>(a21, k2, mul), score<T>(a31, k3, mul)));
 }
 
 /**
- * O[4 rows][0..dp) = O * alpha[row] + P[4 rows][0..nk) . V[nk][0..dp), 8 channels at a time.
- * o: row stride oStride; p: row stride pStride; v: row stride vStride; alpha: 4 f32.
+ * O[4 rows][0..dp) = O * alpha[row] + P[0..nk)[4 rows] . V[nk][0..dp), 8 channels at a time.
+ * o: row stride oStride; p: one vector of the 4 rows per key; v: row stride vStride.
  */
-@inline export function pv_4x8(
-  o: usize, oStride: usize, p: usize, pStride: usize, v: usize, vStride: usize,
-  nk: i32, dp: i32, alpha: usize,
+@inline export function pv_4x8<B>(
+  o: usize, oStride: usize, p: usize, v: usize, vStride: usize, nk: i32, dp: i32, alpha: v128,
 ): void {
-  const al0 = v128.load32_splat(alpha), al1 = v128.load32_splat(alpha, 4);
-  const al2 = v128.load32_splat(alpha, 8), al3 = v128.load32_splat(alpha, 12);
+  const shuf = byShuffle<B>();
+  const al0 = v128.shuffle<f32>(alpha, alpha, 0, 0, 0, 0), al1 = v128.shuffle<f32>(alpha, alpha, 1, 1, 1, 1);
+  const al2 = v128.shuffle<f32>(alpha, alpha, 2, 2, 2, 2), al3 = v128.shuffle<f32>(alpha, alpha, 3, 3, 3, 3);
+  const end = p + (<usize>nk << 4);
   for (let d = 0; d < dp; d += 8) {
     const od = o + (<usize>d << 2);
     let o00 = f32x4.mul(load<v128>(od), al0), o01 = f32x4.mul(load<v128>(od, 16), al0);
     let o10 = f32x4.mul(load<v128>(od + oStride), al1), o11 = f32x4.mul(load<v128>(od + oStride, 16), al1);
     let o20 = f32x4.mul(load<v128>(od + 2 * oStride), al2), o21 = f32x4.mul(load<v128>(od + 2 * oStride, 16), al2);
     let o30 = f32x4.mul(load<v128>(od + 3 * oStride), al3), o31 = f32x4.mul(load<v128>(od + 3 * oStride, 16), al3);
-    let vp = v + (<usize>d << 2);
-    let r0 = p, r1 = p + pStride, r2 = p + 2 * pStride, r3 = p + 3 * pStride;
-    const end = p + (<usize>nk << 2);
-    while (r0 < end) {
+    let vp = v + (<usize>d << 2), pp = p;
+    while (pp < end) {
       const v0 = load<v128>(vp), v1 = load<v128>(vp, 16);
-      const p0 = v128.load32_splat(r0);
+      let x = f32x4.splat(0);
+      if (shuf) x = load<v128>(pp);
+      const p0 = shuf ? v128.shuffle<f32>(x, x, 0, 0, 0, 0) : v128.load32_splat(pp);
       o00 = madd(p0, v0, o00); o01 = madd(p0, v1, o01);
-      const p1 = v128.load32_splat(r1);
+      const p1 = shuf ? v128.shuffle<f32>(x, x, 1, 1, 1, 1) : v128.load32_splat(pp, 4);
       o10 = madd(p1, v0, o10); o11 = madd(p1, v1, o11);
-      const p2 = v128.load32_splat(r2);
+      const p2 = shuf ? v128.shuffle<f32>(x, x, 2, 2, 2, 2) : v128.load32_splat(pp, 8);
       o20 = madd(p2, v0, o20); o21 = madd(p2, v1, o21);
-      const p3 = v128.load32_splat(r3);
+      const p3 = shuf ? v128.shuffle<f32>(x, x, 3, 3, 3, 3) : v128.load32_splat(pp, 12);
       o30 = madd(p3, v0, o30); o31 = madd(p3, v1, o31);
       vp += vStride;
-      r0 += 4; r1 += 4; r2 += 4; r3 += 4;
+      pp += 16;
     }
     store<v128>(od, o00); store<v128>(od, o01, 16);
     store<v128>(od + oStride, o10); store<v128>(od + oStride, o11, 16);

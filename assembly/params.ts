@@ -9,12 +9,14 @@ export enum P {
   CAUSAL, SINK, CDF_MODE, NKEEP,
   // 1: INT8 QK with the relaxed i8 x i7 dot (relaxed module only), 0: with i32x4.dot_i16x8_s
   QK_MODE,
+  // 1: Stage 2 broadcasts Q and P lanes by shuffling a loaded vector, 0: by load32_splat
+  SPLAT,
   // set by check_finite
   NONFINITE,
   // f32 options
   SCALE, QK_MUL, SIM_THRESHOLD, CDF, PV_THRESHOLD,
   // byte offsets of the buffers
-  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT,
+  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT,
   SCRATCH, SCRATCH_STRIDE,
   COUNT,
 }

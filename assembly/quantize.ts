@@ -1,10 +1,11 @@
 // Stage 0: K smoothing and per-block symmetric INT8 quantization of Q and K (SageAttention style),
-// plus the FP32 packing of K used by the dense path. Codes are laid out for the QK microkernels
-// (microkernels.ts): Q row-major, K in groups of 4 keys interleaved along D so that one broadcast
-// of a Q pair (i16 path) or quad (relaxed dot) meets four keys in one vector instruction.
+// plus the FP32 packing of Q and K used by the dense path. Codes are laid out for the QK
+// microkernels (microkernels.ts): Q in groups of 4 rows interleaved by step, K in groups of 8 keys
+// interleaved along D, so that one broadcast of a Q channel (FP32), pair (i16 path) or quad
+// (relaxed dot) meets four keys in one vector instruction.
 import { P } from './params';
-import { param, paramf, ptr, hmax, truncInRange } from './simd';
-import { isRelaxedDot } from './microkernels';
+import { param, paramf, ptr, hmax, truncInRange, transpose4 } from './simd';
+import { isRelaxedDot, kStepBytes, qRowBytes } from './microkernels';
 
 const SIGN = i32x4.splat(0x80000000);
 
@@ -48,6 +49,15 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
   );
 }
 
+// The four 4-byte lanes of c to g and g + a1, a2, a3: the steps (or halves of steps) that one
+// vector of codes spreads over in the kernels' layouts.
+@inline function storeLanes(g: usize, c: v128, a1: usize, a2: usize, a3: usize): void {
+  v128.store32_lane(g, c, 0);
+  v128.store32_lane(g + a1, c, 1);
+  v128.store32_lane(g + a2, c, 2);
+  v128.store32_lane(g + a3, c, 3);
+}
+
 @inline function blockScale(amax: f32): f32 {
   return amax > 0 ? <f32>127 / amax : 0;
 }
@@ -68,14 +78,18 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
     for (let r = 0; r < bq; r++) {
       const x = src + (<usize>r * dp << 2);
       const row = row0 + r;
+      // The row's 4 bytes of each step go to lane (row & 3) of the group's step vector.
+      const group = ptr(p, P.QC) + (row & ~3) * qRowBytes<T>(dp) + ((row & 3) << 2);
       let sum = i16x8.splat(0);
       for (let d = 0; d < dp; d += 8) {
         const c = codes8(x + (<usize>d << 2), zero, inv);
         if (isRelaxedDot<T>()) {
-          v128.store64_lane(ptr(p, P.QC) + row * dp + d, i8x16.narrow_i16x8_s(c, c), 0);
+          const g = group + (<usize>d << 2), b = i8x16.narrow_i16x8_s(c, c);
+          v128.store32_lane(g, b, 0);
+          v128.store32_lane(g, b, 1, 16);
           sum = i16x8.add(sum, c);
         } else {
-          store<v128>(ptr(p, P.QC) + ((row * dp + d) << 1), c);
+          storeLanes(group + (<usize>d << 3), c, 16, 32, 48);
         }
       }
       if (isRelaxedDot<T>()) {
@@ -110,20 +124,21 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
     const inv = f32x4.splat(blockScale(amax));
     for (let r = 0; r < bk; r++) {
       const x = src + (<usize>r * dp << 2);
-      const group = ptr(p, P.KC) + ((row0 + (r & ~3)) * dp << 1) + ((r & 3) << 2);
+      // Key r's 4 bytes of each step go to lane (r & 3) of the first or second vector of its
+      // 8-key group's step (blocks are multiples of 16 keys, so groups never straddle them).
+      const group = ptr(p, P.KC) + ((row0 + (r & ~7)) * dp << 1) + <usize>((r >> 2) & 1) * kStepBytes<T>() + ((r & 3) << 2);
       for (let d = 0; d < dp; d += 8) {
         let c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
         if (isRelaxedDot<T>()) {
           const u = i16x8.add(c, i16x8.splat(127));
           const ua = i16x8.shr_u(u, 1);
-          // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub, ua, ub.
+          // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub of quad d in
+          // one step, ua, ub of quad d+4 in the next.
           c = v128.shuffle<i32>(i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua)), c, 0, 2, 1, 3);
+          storeLanes(group + (<usize>d << 4), c, 16, 64, 80);
+        } else {
+          storeLanes(group + (<usize>d << 4), c, 32, 64, 96);
         }
-        const g = group + (<usize>d << 3);
-        v128.store32_lane(g, c, 0);
-        v128.store32_lane(g, c, 1, 16);
-        v128.store32_lane(g, c, 2, 32);
-        v128.store32_lane(g, c, 3, 48);
       }
     }
   }
@@ -141,27 +156,37 @@ export function quantize_k(p: usize, t0: i32, t1: i32): void {
   else quantizeK<i16>(p, t0, t1);
 }
 
-/** FP32 K for the dense path, transposed within groups of 4 keys: tile = (b * HKV + hk) * NKB + j. */
+// Rows [0, 4) of src (row stride `stride` bytes) transposed into dst: per channel one vector of the
+// 4 rows, `step` bytes apart.
+@inline function interleave4(src: usize, stride: usize, dst: usize, step: usize, dp: i32): void {
+  for (let d = 0; d < dp; d += 4) {
+    const o = <usize>d << 2;
+    transpose4(dst + <usize>d * step, step, load<v128>(src + o), load<v128>(src + stride + o),
+      load<v128>(src + 2 * stride + o), load<v128>(src + 3 * stride + o));
+  }
+}
+
+/** FP32 Q for the dense path in interleaved groups of 4 rows: tile = (b * H + h) * NQB + i. */
+export function pack_q_f32(p: usize, t0: i32, t1: i32): void {
+  const dp = param(p, P.DP), bq = param(p, P.BQ);
+  const stride = <usize>dp << 2;
+  for (let t = t0; t < t1; t++) {
+    for (let r = 0; r < bq; r += 4) {
+      const off = (<usize>t * bq + r) * stride;
+      interleave4(ptr(p, P.Q) + off, stride, ptr(p, P.QF) + off, 16, dp);
+    }
+  }
+}
+
+/** FP32 K for the dense path in groups of 8 keys, each step two vectors of 4: tile = (b * HKV + hk) * NKB + j. */
 export function pack_k_f32(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bk = param(p, P.BK);
   const stride = <usize>dp << 2;
   for (let t = t0; t < t1; t++) {
     for (let g = 0; g < bk; g += 4) {
-      const off = (<usize>t * bk + g) * stride;
-      const src = ptr(p, P.K) + off;
-      const dst = ptr(p, P.KF) + off;
-      for (let d = 0; d < dp; d += 4) {
-        const o = <usize>d << 2;
-        const a = load<v128>(src + o), b = load<v128>(src + stride + o);
-        const c = load<v128>(src + 2 * stride + o), e = load<v128>(src + 3 * stride + o);
-        const ab0 = v128.shuffle<f32>(a, b, 0, 4, 1, 5), ab1 = v128.shuffle<f32>(a, b, 2, 6, 3, 7);
-        const ce0 = v128.shuffle<f32>(c, e, 0, 4, 1, 5), ce1 = v128.shuffle<f32>(c, e, 2, 6, 3, 7);
-        const out = dst + (o << 2);
-        store<v128>(out, v128.shuffle<f32>(ab0, ce0, 0, 1, 4, 5));
-        store<v128>(out, v128.shuffle<f32>(ab0, ce0, 2, 3, 6, 7), 16);
-        store<v128>(out, v128.shuffle<f32>(ab1, ce1, 0, 1, 4, 5), 32);
-        store<v128>(out, v128.shuffle<f32>(ab1, ce1, 2, 3, 6, 7), 48);
-      }
+      const key = <usize>t * bk + g;
+      const dst = ptr(p, P.KF) + (key & ~7) * stride + ((key & 4) << 2);
+      interleave4(ptr(p, P.K) + key * stride, stride, dst, 32, dp);
     }
   }
 }

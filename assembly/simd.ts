@@ -41,6 +41,22 @@ import { P } from './params';
   return max(f32x4.extract_lane(s, 0), f32x4.extract_lane(s, 1));
 }
 
+/**
+ * Transposes 4 vectors of 4 lanes (a[0..3], b[0..3], ...) into 4 vectors (a[i], b[i], c[i], e[i]),
+ * stored at dst, dst + step, dst + 2 step, dst + 3 step. Returns their lane-wise maximum.
+ */
+@inline export function transpose4(dst: usize, step: usize, a: v128, b: v128, c: v128, e: v128): v128 {
+  const ab0 = v128.shuffle<f32>(a, b, 0, 4, 1, 5), ab1 = v128.shuffle<f32>(a, b, 2, 6, 3, 7);
+  const ce0 = v128.shuffle<f32>(c, e, 0, 4, 1, 5), ce1 = v128.shuffle<f32>(c, e, 2, 6, 3, 7);
+  const t0 = v128.shuffle<f32>(ab0, ce0, 0, 1, 4, 5), t1 = v128.shuffle<f32>(ab0, ce0, 2, 3, 6, 7);
+  const t2 = v128.shuffle<f32>(ab1, ce1, 0, 1, 4, 5), t3 = v128.shuffle<f32>(ab1, ce1, 2, 3, 6, 7);
+  store<v128>(dst, t0);
+  store<v128>(dst + step, t1);
+  store<v128>(dst + 2 * step, t2);
+  store<v128>(dst + 3 * step, t3);
+  return f32x4.pmax(f32x4.pmax(t0, t1), f32x4.pmax(t2, t3));
+}
+
 /** Dot product of two f32 rows of n floats (n a multiple of 8). */
 @inline export function dotRow(a: usize, b: usize, n: i32): f32 {
   let s0 = f32x4.splat(0);

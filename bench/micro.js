@@ -68,13 +68,18 @@ async function measure(kind) {
   }
   add('peak exp2', 32 * PEAK, () => k.peak_exp2(PEAK, 0.5));
   const ITERS = 2000;
-  add('QK INT8 tile 4x64, D=64, i16 dot', 2 * MACS * ITERS, () => k.bench_qk_i16(Q, KB, DP, BK, S, ITERS), 'peak i16 dot_i16x8 + add (i16 QK)');
-  if (kind === 'relaxed') {
-    add('QK INT8 tile 4x64, D=64, relaxed dot', 2 * MACS * ITERS, () => k.bench_qk_relaxed(Q, KB, DP, BK, CORR, S, ITERS),
-      'peak relaxed QK mix (2 dots per 16 MACs)');
+  // Each Stage 2 kernel in both broadcast variants (P.SPLAT); the engine picks one per runtime.
+  for (const [splat, shuf] of [['load', 0], ['shuffle', 1]]) {
+    const tag = `splat by ${splat}`;
+    add(`QK INT8 tile 4x64, D=64, i16 dot, ${tag}`, 2 * MACS * ITERS, () => k.bench_qk_i16(Q, KB, DP, BK, S, ITERS, shuf),
+      'peak i16 dot_i16x8 + add (i16 QK)');
+    if (kind === 'relaxed') {
+      add(`QK INT8 tile 4x64, D=64, relaxed dot, ${tag}`, 2 * MACS * ITERS, () => k.bench_qk_relaxed(Q, KB, DP, BK, CORR, S, ITERS, shuf),
+        'peak relaxed QK mix (2 dots per 16 MACs)');
+    }
+    add(`QK FP32 tile 4x64, D=64 (dense), ${tag}`, 2 * MACS * ITERS, () => k.bench_qk_f32(QF, KF, DP, BK, S, ITERS, shuf), 'peak f32 madd (kernels)');
+    add(`P.V tile 4x64, D=64, ${tag}`, 2 * MACS * ITERS, () => k.bench_pv(O, S, V, DP, BK, ALPHA, ITERS, shuf), 'peak f32 madd (kernels)');
   }
-  add('QK FP32 tile 4x64, D=64 (dense)', 2 * MACS * ITERS, () => k.bench_qk_f32(QF, KF, DP, BK, S, ITERS), 'peak f32 madd (kernels)');
-  add('P.V tile 4x64, D=64', 2 * MACS * ITERS, () => k.bench_pv(O, S, V, DP, BK, ALPHA, ITERS), 'peak f32 madd (kernels)');
   add('exp2 over 1024 values', 1024 * ITERS, () => k.bench_exp2(X, 1024, ITERS), 'peak exp2');
 
   // Whole stages on a real problem: B=1, H=8, N=4096, D=64, blocks 128 x 64.

@@ -167,7 +167,9 @@ export class Engine {
     }
     writeParams(this.memory.buffer, p, d, c.causal, c.scale);
     this.plan = p;
-    this.params().i32[P.QK_MODE] = this.features.int8Dot === 'relaxed' ? 1 : 0;
+    const { i32 } = this.params();
+    i32[P.QK_MODE] = this.features.int8Dot === 'relaxed' ? 1 : 0;
+    i32[P.SPLAT] = this.features.splat === 'shuffle' ? 1 : 0;
     return p;
   }
 
@@ -369,7 +371,7 @@ export class Engine {
     return this.serial(async () => {
       this.prepare(c, 'dense');
       await this.writeInputs(c, q, k, v);
-      await this.exec([['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]]);
+      await this.exec([['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]]);
       return this.readOutput(c);
     });
   }

@@ -1,8 +1,8 @@
 // sparge-wasm: SpargeAttn (training-free sparse + INT8 quantized attention) on WebAssembly SIMD128.
 import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult } from './engine.js';
 import {
-  type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot,
-  checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot,
+  type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot, type Splat,
+  checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot, checkSplat, resolveSplat,
 } from './loader.js';
 import type { TensorLike, BlockMaskLike } from './checks.js';
 import { checkOptions } from './checks.js';
@@ -11,7 +11,7 @@ import { Pool, workerKind } from './pool.js';
 
 export type {
   Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, Features, SimdChoice,
-  ModuleKind, WasmSource, WasmSources, Int8Dot,
+  ModuleKind, WasmSource, WasmSources, Int8Dot, Splat,
 };
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 
@@ -26,6 +26,12 @@ export interface CreateOptions {
    * where the engine lowers the relaxed dot x86-style, where it measured slower.
    */
   int8Dot?: 'auto' | Int8Dot;
+  /**
+   * How Stage 2 broadcasts a Q or P lane (results are the same, speed is not): 'load' is
+   * load32_splat, 'shuffle' a vector load and lane shuffles; 'auto' picks shuffle under Deno, which
+   * bounds-checks every WebAssembly memory access in software, and load elsewhere.
+   */
+  splat?: 'auto' | Splat;
   /**
    * The builds to use instead of loading build/sparge.<kind>.wasm next to the package, for runtimes
    * and bundlers that forbid fetching or compiling at run time. Only the builds given are used:
@@ -71,7 +77,7 @@ function sharedMemory(): WebAssembly.Memory | string {
 }
 
 export async function createSparge(options: CreateOptions = {}): Promise<Sparge> {
-  const o = checkOptions(options, ['threads', 'simd', 'wasm', 'int8Dot']);
+  const o = checkOptions(options, ['threads', 'simd', 'wasm', 'int8Dot', 'splat']);
   const asked = o.threads ?? 'auto';
   if (asked !== 'auto' && !(Number.isInteger(asked) && (asked as number) >= 1)) {
     throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(asked)}`);
@@ -79,6 +85,7 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
   const sources = checkWasm(o.wasm);
   const kind = chooseModule(o.simd, sources);
   const int8Dot = checkInt8Dot(o.int8Dot, kind);
+  const splat = resolveSplat(checkSplat(o.splat));
   const want = asked === 'auto' ? await hardwareThreads() : (asked as number);
   const features: Features = {
     ...detect(),
@@ -86,6 +93,7 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
     threads: false,
     module: kind,
     int8Dot: 'i16',
+    splat,
   };
 
   let pool: Pool | undefined;

@@ -5,6 +5,7 @@
 
 export type SimdChoice = 'auto' | 'relaxed' | 'baseline';
 export type Int8Dot = 'i16' | 'relaxed';
+export type Splat = 'load' | 'shuffle';
 
 /**
  * The INT8 dot product for QK. Both give the same integers, so outputs do not change, only speed.
@@ -29,6 +30,24 @@ export function resolveInt8Dot(choice: Int8Dot | 'auto', probe: () => number): I
   return probe() === 200 ? 'i16' : 'relaxed';
 }
 
+/**
+ * How Stage 2 broadcasts a Q or P lane across a vector (results are the same, speed is not): 'load'
+ * uses load32_splat, 'shuffle' one vector load and lane shuffles. Deno leaves V8's WebAssembly trap
+ * handler off, so every memory access there carries a software bounds check, and the FP32 kernels
+ * measured 1.2x to 1.4x faster with shuffles (bench/micro.js); elsewhere loads are as fast or faster.
+ */
+export function checkSplat(asked: unknown): Splat | 'auto' {
+  if (asked !== undefined && asked !== 'auto' && asked !== 'load' && asked !== 'shuffle') {
+    throw new TypeError(`options.splat must be 'auto', 'load' or 'shuffle', got ${JSON.stringify(asked)}`);
+  }
+  return asked ?? 'auto';
+}
+
+export function resolveSplat(choice: Splat | 'auto'): Splat {
+  if (choice !== 'auto') return choice;
+  return (globalThis as { Deno?: unknown }).Deno !== undefined ? 'shuffle' : 'load';
+}
+
 // Smallest modules that use one instruction of each feature: validating them asks the engine
 // whether it would accept our builds, without fetching them.
 const header = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, 0x03, 0x02, 0x01, 0x00];
@@ -51,6 +70,8 @@ export interface Features {
   module: 'relaxed' | 'baseline';
   /** the INT8 dot product of the QK kernel: i32x4.dot_i16x8_s, or the relaxed i8 x i7 dot */
   int8Dot: Int8Dot;
+  /** how Stage 2 broadcasts Q and P lanes: load32_splat, or a vector load and shuffles */
+  splat: Splat;
 }
 
 export function detect(): { simd: boolean; relaxedSimd: boolean } {

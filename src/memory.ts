@@ -55,6 +55,7 @@ export function plan(d: Dims, job: Job, workers: number, attnScratch: number): P
   // K means, then one row of zeros that the Q kernels use as "no mean".
   at[P.KMEAN] = take((d.B * d.HKV + 1) * d.DP * 4);
   if (job === 'dense') {
+    at[P.QF] = take(qRows * d.DP * 4);
     at[P.KF] = take(kRows * d.DP * 4);
   } else {
     at[P.QBAR] = take(qBlocks * d.DP * 4);

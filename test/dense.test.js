@@ -96,5 +96,22 @@ test('all-zero inputs quantize without NaN', async () => {
   assert.ok(res.output.data.every((x) => x === 0));
 });
 
+test('both broadcast variants (splat: load, shuffle) give the same bits', async () => {
+  const byLoad = await createSparge({ threads: 1, simd: process.env.SPARGE_SIMD ?? 'auto', splat: 'load' });
+  const byShuffle = await createSparge({ threads: 1, simd: process.env.SPARGE_SIMD ?? 'auto', splat: 'shuffle' });
+  assert.equal([byLoad.features.splat, byShuffle.features.splat], ['load', 'shuffle']);
+  const same = (a, b) => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
+  for (const s of [{ Nq: 300, D: 72, H: 4, Hkv: 2, causal: true }, { Nq: 100, Nk: 333, D: 8, causal: true }, { Nq: 256, D: 128 }]) {
+    const { q, k, v } = inputs(s);
+    const opts = { causal: !!s.causal };
+    assert.ok(same((await byLoad.denseAttention(q, k, v, opts)).data, (await byShuffle.denseAttention(q, k, v, opts)).data), `dense ${JSON.stringify(s)}`);
+    const sparse = { ...opts, topk: 0.5, pvThreshold: 4 };
+    const a = await byLoad.attention(q, k, v, sparse), b = await byShuffle.attention(q, k, v, sparse);
+    assert.ok(same(a.output.data, b.output.data), `sparse ${JSON.stringify(s)}`);
+  }
+  await byLoad.dispose();
+  await byShuffle.dispose();
+});
+
 test.after(() => sparge.dispose());
 test.run();

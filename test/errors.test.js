@@ -67,6 +67,7 @@ test('createSparge options are checked', async () => {
   await rejects(() => createSparge({ simd: 'avx' }), TypeError, /options\.simd must be 'auto', 'relaxed' or 'baseline'/);
   await rejects(() => createSparge({ thread: 2 }), TypeError, /options\.thread is not an option/);
   await rejects(() => createSparge({ int8Dot: 'vnni' }), TypeError, /options\.int8Dot must be 'auto', 'i16' or 'relaxed'/);
+  await rejects(() => createSparge({ splat: 'gather' }), TypeError, /options\.splat must be 'auto', 'load' or 'shuffle'/);
   await rejects(() => createSparge({ simd: 'baseline', int8Dot: 'relaxed' }), RangeError, /options\.int8Dot: 'relaxed' needs the relaxed-SIMD module/);
 });
 

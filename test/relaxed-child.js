@@ -6,6 +6,7 @@ import { gaussian, tensor, loadCase, referenceCases, maxAbsDiff, l1, ropeLike } 
 const baseline = await createSparge({ threads: 1, simd: 'baseline' });
 const relaxed = await createSparge({ threads: 1, simd: 'relaxed', int8Dot: 'relaxed' });
 const relaxedI16 = await createSparge({ threads: 1, simd: 'relaxed', int8Dot: 'i16' });
+const relaxedShuffle = await createSparge({ threads: 1, simd: 'relaxed', int8Dot: 'relaxed', splat: 'shuffle' });
 const inputs = [];
 if (referenceCases().includes('video_4x32x32')) {
   const c = loadCase('video_4x32x32');
@@ -25,6 +26,8 @@ for (const [name, q, k, v, opts] of inputs) {
   const a = await baseline.attention(q, k, v, { ...opts, returnMask: true });
   const b = await relaxed.attention(q, k, v, { ...opts, returnMask: true });
   const c = await relaxedI16.attention(q, k, v, { ...opts, returnMask: true });
+  const e = await relaxedShuffle.attention(q, k, v, opts);
+  const de = await relaxedShuffle.denseAttention(q, k, v, { causal: !!opts.causal });
   const da = await baseline.denseAttention(q, k, v, { causal: !!opts.causal });
   const db = await relaxed.denseAttention(q, k, v, { causal: !!opts.causal });
   let maskDiff = 0;
@@ -35,6 +38,9 @@ for (const [name, q, k, v, opts] of inputs) {
     int8Dots: [baseline.features.int8Dot, relaxed.features.int8Dot, relaxedI16.features.int8Dot],
     // Both INT8 dot paths compute the same integers: the relaxed module's outputs must not change.
     dotPathsBitwiseEqual: b.output.data.every((x, i) => Object.is(x, c.output.data[i])),
+    // So do both broadcast variants, here on the relaxed dot's path.
+    splatsBitwiseEqual: b.output.data.every((x, i) => Object.is(x, e.output.data[i]))
+      && db.data.every((x, i) => Object.is(x, de.data[i])),
     maskEntriesDiffering: maskDiff,
     sparseMaxAbsDiff: maxAbsDiff(a.output.data, b.output.data),
     sparseL1: l1(b.output.data, a.output.data),
@@ -45,4 +51,5 @@ for (const [name, q, k, v, opts] of inputs) {
 await baseline.dispose();
 await relaxed.dispose();
 await relaxedI16.dispose();
+await relaxedShuffle.dispose();
 process.stdout.write(JSON.stringify(results));

@@ -18,6 +18,7 @@ test('relaxed and baseline modules agree (Node with --experimental-wasm-relaxed-
       assert.equal(r.modules, ['baseline', 'relaxed']);
       assert.equal(r.int8Dots, ['i16', 'relaxed', 'i16']);
       assert.ok(r.dotPathsBitwiseEqual, `${where}: the i16 and relaxed INT8 dots gave different outputs`);
+      assert.ok(r.splatsBitwiseEqual, `${where}: the load and shuffle broadcasts gave different outputs`);
       assert.is(r.maskEntriesDiffering, 0, `${where}: masks differ`);
       assert.ok(r.sparseL1 < 1e-5, `${where}: sparse outputs differ, L1 ${r.sparseL1}, max ${r.sparseMaxAbsDiff}`);
       assert.ok(r.denseL1 < 1e-5, `${where}: dense outputs differ, L1 ${r.denseL1}, max ${r.denseMaxAbsDiff}`);

@@ -34,7 +34,7 @@ async function run(createSparge, c, simd, threads) {
     return {
       output: res.output.data,
       entry: {
-        simd, threadsAsked: threads, threads: s.threads, module: f.module, workers: f.workers ?? null,
+        simd, threadsAsked: threads, threads: s.threads, module: f.module, splat: f.splat, workers: f.workers ?? null,
         threadsReason: f.threadsReason ?? null, hash: fnv1a(res.output.data), head: Array.from(res.output.data.subarray(0, 4)),
         sparsity: res.sparsity, l1VsReference: l1(res.output.data, c.reference),
       },
