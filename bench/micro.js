@@ -93,7 +93,7 @@ async function measure(kind) {
   }
   new Int32Array(memory.buffer, p.params, P.COUNT)[P.NKEEP] = 16;
   const elems = 8 * 4096 * 64;
-  const stage = (name, n) => () => runLocal(k, p.params, [[name, n]]);
+  const stage = (name, n) => () => runLocal(k, memory.buffer, p.params, [[name, n]]);
   add('stage 0: K mean', elems, stage('k_mean', 8));
   add('stage 0: quantize Q (per block INT8)', elems, stage('quantize_q', 8 * 32));
   add('stage 0: quantize K (smoothed, packed)', elems, stage('quantize_k', 8 * 64));

@@ -129,7 +129,7 @@ export class Engine {
   private async exec(stages: Stage[], p = this.plan!.params): Promise<void> {
     const todo = stages.filter(([, n]) => n > 0);
     if (this.pool) await this.pool.run(p, todo);
-    else runLocal(this.k, p, todo);
+    else runLocal(this.k, this.memory.buffer, p, todo);
   }
 
   /** Bytes of WebAssembly memory in use (it grows to the largest call and is then reused). */
@@ -227,20 +227,24 @@ export class Engine {
     return { data: out, dims: outDims };
   }
 
-  /**
-   * Writes the inputs, then refuses them (before any stage runs) if they hold NaN or Infinity:
-   * the kernels look in parallel, and only a refused call scans again here to name the index.
-   */
-  private async writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): Promise<void> {
+  /** Copies the inputs into their padded buffers (see run for their check). */
+  private writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): void {
     const d = c.dims;
     this.write(P.Q, q, d.H, d.NQ, d.NQB * d.BQ, c);
     this.write(P.K, k, d.HKV, d.NK, d.NKB * d.BK, c);
     if (v) this.write(P.V, v, d.HKV, d.NK, d.NKB * d.BK, c);
-    await this.exec([['check_finite', this.k.check_finite_tiles(this.plan!.params)]]);
+  }
+
+  /**
+   * Runs a call's stages after the input check, in one pass over the pool: the kernels look for
+   * NaN and Infinity in parallel and, on finding any, end the call before the first real stage
+   * (they would poison whole blocks' quantization scales). Only then is the input scanned again
+   * here, to name the argument and index in the error.
+   */
+  private async run(stages: Stage[], inputs: Record<string, TensorLike | undefined>): Promise<void> {
+    await this.exec([['check_finite', this.k.check_finite_tiles(this.plan!.params)], ...stages]);
     if (this.params().i32[P.NONFINITE]) {
-      checkFinite('q', q);
-      checkFinite('k', k);
-      if (v) checkFinite('v', v);
+      for (const [name, t] of Object.entries(inputs)) if (t) checkFinite(name, t);
     }
   }
 
@@ -320,9 +324,9 @@ export class Engine {
     const c = this.call(q, k, v, o);
     return this.serial(async () => {
       this.prepare(c, 'sparse');
-      await this.writeInputs(c, q, k, v);
+      this.writeInputs(c, q, k, v);
       const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
-      await this.exec([mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)]);
+      await this.run([mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], { q, k, v });
       const mask = this.readMask(c);
       const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
       if (parsed.returnMask) res.mask = mask;
@@ -335,10 +339,10 @@ export class Engine {
     const c = this.call(q, k, undefined, o);
     return this.serial(async () => {
       this.prepare(c, 'mask');
-      await this.writeInputs(c, q, k);
+      this.writeInputs(c, q, k);
       this.clearMeans(c);
       const d = c.dims;
-      await this.exec([['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)]);
+      await this.run([['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)], { q, k });
       return this.readMask(c);
     });
   }
@@ -352,9 +356,9 @@ export class Engine {
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
     return this.serial(async () => {
       this.prepare(c, 'sparse');
-      await this.writeInputs(c, q, k, v);
+      this.writeInputs(c, q, k, v);
       new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
-      await this.exec([...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)]);
+      await this.run([...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)], { q, k, v });
       const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(m, d, c.causal) };
       if (parsed.returnMask) res.mask = { data: m.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
       return res;
@@ -370,8 +374,8 @@ export class Engine {
     const d = c.dims;
     return this.serial(async () => {
       this.prepare(c, 'dense');
-      await this.writeInputs(c, q, k, v);
-      await this.exec([['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]]);
+      this.writeInputs(c, q, k, v);
+      await this.run([['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]], { q, k, v });
       return this.readOutput(c);
     });
   }

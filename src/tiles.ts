@@ -1,5 +1,6 @@
 // How a call's stages are split into tiles and shared out. Used by the calling thread (one thread)
 // and by every worker of the pool, which take tiles from atomic counters in shared memory.
+import { P } from '../assembly/params.js';
 
 /** A kernel of the module: runs tiles [t0, t1) of a stage; `worker` picks its scratch area. */
 export type Kernel = (params: number, t0: number, t1: number, worker: number) => void;
@@ -23,13 +24,22 @@ export const DONE = TAKEN + MAX_STAGES;
 export const CONTROL_SLOTS = DONE + MAX_STAGES;
 
 /**
+ * Whether the input check (check_finite, the first stage of a call) found NaN or Infinity: then the
+ * call ends after that stage, so refused inputs cost no more than the check.
+ */
+function refused(buffer: ArrayBufferLike, params: number): boolean {
+  return Atomics.load(new Int32Array(buffer, params, P.COUNT), P.NONFINITE) !== 0;
+}
+
+/**
  * Runs stages on the calling thread, one tile per call: V8 optimizes a function only between calls,
  * so a single long call would stay in its baseline tier for a whole first run.
  */
-export function runLocal(k: Kernels, params: number, stages: readonly Stage[]): void {
+export function runLocal(k: Kernels, buffer: ArrayBufferLike, params: number, stages: readonly Stage[]): void {
   for (const [name, n] of stages) {
     const kernel = k[name];
     for (let t = 0; t < n; t++) kernel(params, t, t + 1, 0);
+    if (refused(buffer, params)) return;
   }
 }
 
@@ -56,6 +66,7 @@ export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: r
       // The timeout covers an abort that lands between the check above and the wait.
       Atomics.wait(ctl, DONE + s, done, 50);
     }
+    if (refused(ctl.buffer, params)) return true;
   }
   return true;
 }
