@@ -28,8 +28,8 @@ export interface CreateOptions {
   int8Dot?: 'auto' | Int8Dot;
   /**
    * How Stage 2 broadcasts a Q or P lane (results are the same, speed is not): 'load' is
-   * load32_splat, 'shuffle' a vector load and lane shuffles; 'auto' picks shuffle under Deno, which
-   * bounds-checks every WebAssembly memory access in software, and load elsewhere.
+   * load32_splat, 'shuffle' a vector load and lane shuffles; 'auto' picks load in Node and Chromium
+   * (V8 with guard-page bounds checks) and shuffle elsewhere (Deno, Bun), as measured fastest.
    */
   splat?: 'auto' | Splat;
   /**

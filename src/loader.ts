@@ -32,9 +32,11 @@ export function resolveInt8Dot(choice: Int8Dot | 'auto', probe: () => number): I
 
 /**
  * How Stage 2 broadcasts a Q or P lane across a vector (results are the same, speed is not): 'load'
- * uses load32_splat, 'shuffle' one vector load and lane shuffles. Deno leaves V8's WebAssembly trap
- * handler off, so every memory access there carries a software bounds check, and the FP32 kernels
- * measured 1.2x to 1.4x faster with shuffles (bench/micro.js); elsewhere loads are as fast or faster.
+ * uses load32_splat, 'shuffle' one vector load and lane shuffles. V8 with its WebAssembly trap
+ * handler (Node, Chromium) checks memory bounds with guard pages, and there loads are as fast or
+ * faster (FP32 kernels 3% to 12%). Deno leaves that handler off, so every access carries a software
+ * check, and Bun's JavaScriptCore handles the splat loads poorly: there shuffles measured 1.2x to
+ * 1.4x faster (bench/micro.js). Engines not measured get shuffles, the smaller worst case.
  */
 export function checkSplat(asked: unknown): Splat | 'auto' {
   if (asked !== undefined && asked !== 'auto' && asked !== 'load' && asked !== 'shuffle') {
@@ -45,7 +47,17 @@ export function checkSplat(asked: unknown): Splat | 'auto' {
 
 export function resolveSplat(choice: Splat | 'auto'): Splat {
   if (choice !== 'auto') return choice;
-  return (globalThis as { Deno?: unknown }).Deno !== undefined ? 'shuffle' : 'load';
+  return isV8WithTrapHandler() ? 'load' : 'shuffle';
+}
+
+function isV8WithTrapHandler(): boolean {
+  const g = globalThis as {
+    Deno?: unknown; Bun?: unknown; process?: { release?: { name?: string } };
+    navigator?: { userAgentData?: { brands?: { brand: string }[] } };
+  };
+  if (g.Deno !== undefined || g.Bun !== undefined) return false;
+  if (g.process?.release?.name === 'node') return true;
+  return g.navigator?.userAgentData?.brands?.some((b) => b.brand === 'Chromium') ?? false;
 }
 
 // Smallest modules that use one instruction of each feature: validating them asks the engine

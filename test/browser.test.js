@@ -81,6 +81,7 @@ if (!fs.existsSync(CHROMIUM) && !process.env.CI) {
     assert.is(got.crossOriginIsolated, true);
     assertSameAsNode(node, got, 'isolated page');
     assert.ok(got.results.filter((r) => r.threads === 2).every((r) => r.workers === 'web'));
+    assert.ok(got.results.every((r) => r.splat === 'load'), 'Chromium (V8 with guard-page bounds checks) broadcasts by load');
     console.log(`isolated: ${got.runtime}: ${got.results.map((r) => `${r.case} ${r.module} x${r.threads} ${r.hash}`).join('; ')}`);
   });
 

@@ -12,7 +12,10 @@ const runtimes = {
   bun: (bin) => [bin, [CHECK]],
 };
 
-test('Node: 1 and 2 threads give the same output, close to the reference', () => assertSound(node));
+test('Node: 1 and 2 threads give the same output, close to the reference', () => {
+  assertSound(node);
+  assert.ok(node.results.every((r) => r.splat === 'load'), 'Node broadcasts by load');
+});
 
 for (const [name, command] of Object.entries(runtimes)) {
   const bin = binary(name);
@@ -26,9 +29,9 @@ for (const [name, command] of Object.entries(runtimes)) {
     assert.match(got.runtime, name);
     assertSameAsNode(node, got, name);
     assert.ok(got.results.some((r) => r.simd === 'relaxed'), `${name} accepts relaxed SIMD, so it runs that build too`);
-    // Deno bounds-checks memory accesses in software, so Stage 2 broadcasts by shuffles there; the
-    // digests above, equal to Node's (which broadcasts by loads), show that both give the same bits.
-    assert.ok(got.results.every((r) => r.splat === (name === 'deno' ? 'shuffle' : 'load')), `${name}: splat variant`);
+    // Stage 2 broadcasts by shuffles in Deno and Bun, where they measured faster; the digests above,
+    // equal to Node's (which broadcasts by loads), show that both variants give the same bits.
+    assert.ok(got.results.every((r) => r.splat === 'shuffle'), `${name}: splat variant`);
     console.log(`${got.runtime}: ${got.results.map((r) => `${r.case} ${r.module} x${r.threads} ${r.hash}`).join('; ')}`);
   });
 }
