@@ -8,7 +8,13 @@ export const PAGE = 65536;
 export const MAX_BYTES = 65536 * PAGE;
 /** The first page is left to the module's own static data (it has none today). */
 const BASE = PAGE;
-const ALIGN = 64;
+/**
+ * Buffers and each worker's scratch start on their own 4 KiB pages. With 64-byte alignment, the
+ * scratch of two workers sat side by side, and one core's hardware prefetches into the other's
+ * lines (prefetchers stop at page boundaries) made dense attention on 2 threads 8-10% slower in a
+ * third of the runs on this project's VM (bench notes in the README).
+ */
+const ALIGN = 4096;
 
 export interface Dims {
   B: number; H: number; HKV: number; NQ: number; NK: number; D: number;
