@@ -34,7 +34,7 @@ export function resolveInt8Dot(choice: Int8Dot | 'auto', probe: () => number): I
  * How Stage 2 broadcasts a Q or P lane across a vector (results are the same, speed is not): 'load'
  * uses load32_splat, 'shuffle' one vector load and lane shuffles. V8 with its WebAssembly trap
  * handler (Node, Chromium) checks memory bounds with guard pages, and there loads are as fast or
- * faster (FP32 kernels 3% to 12%). Deno leaves that handler off, so every access carries a software
+ * faster (FP32 kernels 3% to 16%). Deno leaves that handler off, so every access carries a software
  * check, and Bun's JavaScriptCore handles the splat loads poorly: there shuffles measured 1.2x to
  * 1.4x faster (bench/micro.js). Engines not measured get shuffles, the smaller worst case.
  */
