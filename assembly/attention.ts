@@ -7,18 +7,34 @@
 // pvThreshold decision is taken per such group of 4 rows (the reference decides per GPU warp).
 // Scores are key-major (microkernels.ts), so each row group's maxima, sums and rescaling factors
 // are single vectors, one lane per row.
+//
+// Sums over long key ranges are blocked: O and l accumulate FOLD key blocks at a time in scratch
+// and are then added into the running totals, so float32 rounding grows with the number of
+// chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P } from './params';
-import { param, paramf, ptr, exp2v, zeroRow } from './simd';
+import { param, paramf, ptr, exp2v, zeroRow, madd } from './simd';
 import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
 const ROWS = 4;
 const LANES = i32x4(0, 1, 2, 3);
 const NEG_INF = f32x4.splat(-Infinity);
+const F32_MAX = f32x4.splat(3.4028234663852886e38);
+/** Key blocks per chunk of the blocked sums. */
+const FOLD = 32;
 
-/** Bytes of per-worker scratch that attention needs: the scores of a row group, then m and l per row. */
-export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
-  return ROWS * bk * 4 + bq * 8;
+/**
+ * Bytes of per-worker scratch that attention needs: the scores of a row group; per row the running
+ * maximum m, the chunk's sum l, the maximum and sum of the totals; then the chunk's O rows.
+ */
+export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
+  return ROWS * bk * 4 + bq * 16 + bq * dp * 4;
+}
+
+// 2^(m - mo) for a new maximum m over the old mo, in the exponent base of m (0 while m is -Infinity,
+// so that rows with nothing visible yet scale by 0 instead of NaN).
+@inline function baseOf(m: v128): v128 {
+  return v128.bitselect(f32x4.splat(0), m, f32x4.eq(m, NEG_INF));
 }
 
 // T: the QK element type (f32 is the dense path, the INT8 ones the sparse path); B: the broadcast.
@@ -30,8 +46,13 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
   const lambda = f32x4.splat(sparse ? paramf(p, P.PV_THRESHOLD) : Infinity);
   const shift = nk - nq;
 
+  // Weights are 2^(s - m - vshift): input_range's guard against P.V overflow, 0 for most inputs.
+  const vshift = f32x4.splat(paramf(p, P.VSHIFT));
+
   const s = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
   const mrow = s + (<usize>bk << 4), lrow = mrow + (<usize>bq << 2);
+  const mtot = lrow + (<usize>bq << 2), ltot = mtot + (<usize>bq << 2);
+  const chunk = ltot + (<usize>bq << 2);
 
   const rowBytes = <usize>dp << 2;
   const qBytes = qRowBytes<T>(dp), keyBytes = kKeyBytes<T>(dp), steps = qkSteps<T>(dp);
@@ -48,14 +69,19 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
     const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>t << 2));
     const maskRow = ptr(p, P.MASK) + <usize>t * nkb;
     zeroRow(out, bq * dp);
+    zeroRow(chunk, bq * dp);
     for (let rg = 0; rg < bq; rg += ROWS) {
       store<v128>(mrow + (<usize>rg << 2), NEG_INF);
       store<v128>(lrow + (<usize>rg << 2), f32x4.splat(0));
+      store<v128>(mtot + (<usize>rg << 2), NEG_INF);
+      store<v128>(ltot + (<usize>rg << 2), f32x4.splat(0));
     }
 
     const last = lastKeyBlock(p, i);
+    let visited = 0;
     for (let j = 0; j <= last; j++) {
       if (sparse && load<u8>(maskRow + j) == 0) continue;
+      if (++visited % FOLD == 0) fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
       const key0 = j * bk, kt = bhk * nkb + j;
       const kp = kBase + <usize>kt * bk * keyBytes;
       const vp = ptr(p, P.V) + <usize>kt * bk * rowBytes;
@@ -90,24 +116,26 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
           if (!v128.any_true(v128.and(near, real))) continue;
         }
         // A row with nothing visible yet keeps maximum -Infinity; it exponentiates against 0.
-        const base = v128.bitselect(f32x4.splat(0), mn, f32x4.eq(mn, NEG_INF));
+        const base = baseOf(mn);
         const alpha = exp2v(f32x4.sub(mo, base));
+        const ebase = f32x4.add(base, vshift);
         let sum = f32x4.splat(0);
         for (let k = 0; k < bk; k++) {
           const at = s + (<usize>k << 4);
-          const e = exp2v(f32x4.sub(load<v128>(at), base));
+          const e = exp2v(f32x4.sub(load<v128>(at), ebase));
           store<v128>(at, e);
           sum = f32x4.add(sum, e);
         }
         const lp = lrow + (<usize>rg << 2);
         store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
         store<v128>(mrow + (<usize>rg << 2), mn);
-        pv_4x8<B>(out + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
+        pv_4x8<B>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
       }
     }
+    fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
 
     for (let rg = 0; rg < rows; rg += ROWS) {
-      const l = load<v128>(lrow + (<usize>rg << 2));
+      const l = load<v128>(ltot + (<usize>rg << 2));
       const inv = v128.bitselect(f32x4.div(f32x4.splat(1), l), f32x4.splat(0), f32x4.gt(l, f32x4.splat(0)));
       scaleRow(out + <usize>rg * rowBytes, dp, v128.shuffle<f32>(inv, inv, 0, 0, 0, 0));
       scaleRow(out + <usize>(rg + 1) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 1, 1, 1, 1));
@@ -117,8 +145,41 @@ export function attention_scratch_bytes(bq: i32, bk: i32): i32 {
   }
 }
 
+/**
+ * Adds the chunk's O and l into the totals, rescaled from the totals' maximum to the running one,
+ * and empties the chunk.
+ */
+@inline function fold(out: usize, chunk: usize, mrow: usize, lrow: usize, mtot: usize, ltot: usize, rows: i32, dp: i32): void {
+  const rowBytes = <usize>dp << 2;
+  for (let rg = 0; rg < rows; rg += ROWS) {
+    const at = <usize>rg << 2;
+    const m = load<v128>(mrow + at);
+    const f = exp2v(f32x4.sub(load<v128>(mtot + at), baseOf(m)));
+    store<v128>(ltot + at, f32x4.add(f32x4.mul(load<v128>(ltot + at), f), load<v128>(lrow + at)));
+    store<v128>(lrow + at, f32x4.splat(0));
+    store<v128>(mtot + at, m);
+    const o = out + <usize>rg * rowBytes, c = chunk + <usize>rg * rowBytes;
+    foldRow(o, c, rowBytes, v128.shuffle<f32>(f, f, 0, 0, 0, 0));
+    foldRow(o + rowBytes, c + rowBytes, rowBytes, v128.shuffle<f32>(f, f, 1, 1, 1, 1));
+    foldRow(o + 2 * rowBytes, c + 2 * rowBytes, rowBytes, v128.shuffle<f32>(f, f, 2, 2, 2, 2));
+    foldRow(o + 3 * rowBytes, c + 3 * rowBytes, rowBytes, v128.shuffle<f32>(f, f, 3, 3, 3, 3));
+  }
+}
+
+@inline function foldRow(o: usize, c: usize, rowBytes: usize, f: v128): void {
+  for (let d: usize = 0; d < rowBytes; d += 16) {
+    store<v128>(o + d, madd(load<v128>(o + d), f, load<v128>(c + d)));
+    store<v128>(c + d, f32x4.splat(0));
+  }
+}
+
+// The exact output is a weighted mean of V's rows, so it lies within float32's range; the clamp
+// keeps the last rounding of a mean of values near float32's maximum from reaching Infinity.
 @inline function scaleRow(o: usize, dp: i32, by: v128): void {
-  for (let d = 0; d < dp; d += 4) store<v128>(o + (<usize>d << 2), f32x4.mul(load<v128>(o + (<usize>d << 2)), by));
+  for (let d = 0; d < dp; d += 4) {
+    const x = f32x4.mul(load<v128>(o + (<usize>d << 2)), by);
+    store<v128>(o + (<usize>d << 2), f32x4.pmax(f32x4.pmin(x, F32_MAX), f32x4.neg(F32_MAX)));
+  }
 }
 
 /** Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot, P.SPLAT the broadcast): tile = (b * H + h) * NQB + i. */

@@ -1,6 +1,6 @@
 // The module's exports: one entry per stage, each over a range of tiles [t0, t1) so that a pool
 // of workers can split any stage by handing out tile ranges.
-export { check_finite, check_finite_tiles } from './check';
+export { input_max, input_max_tiles, input_range, prescale, prescale_tiles } from './check';
 export { k_mean, quantize_q, quantize_k, pack_q_f32, pack_k_f32 } from './quantize';
 export { pool_q, pool_k, predict } from './predict';
 export { attend_sparse, attend_dense, attention_scratch_bytes, relaxed_dot_probe } from './attention';

@@ -11,12 +11,17 @@ export enum P {
   QK_MODE,
   // 1: Stage 2 broadcasts Q and P lanes by shuffling a loaded vector, 0: by load32_splat
   SPLAT,
-  // set by check_finite
-  NONFINITE,
-  // f32 options
+  // set by input_range: 0 go on, 1 NaN or Infinity in an input, 2 scores beyond float32's range
+  STATUS,
+  // f32 options (SCALE and QK_MUL as input_range leaves them, see check.ts)
   SCALE, QK_MUL, SIM_THRESHOLD, CDF, PV_THRESHOLD,
+  // f64 (two slots each, written by TypeScript): scale, and scale * log2(e)
+  SCALE64, SCALE64_HI, QK_MUL64, QK_MUL64_HI,
+  // set by input_range: max |x| of Q, K and V (f32), powers of two Q and K are multiplied by (i32
+  // exponents), and the exponent subtracted from Stage 2's exponentials to keep P.V finite (f32)
+  QMAX, KMAX, VMAX, QEXP, KEXP, VSHIFT,
   // byte offsets of the buffers
-  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT,
+  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT, TILEMAX,
   SCRATCH, SCRATCH_STRIDE,
   COUNT,
 }

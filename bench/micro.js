@@ -84,7 +84,7 @@ async function measure(kind) {
 
   // Whole stages on a real problem: B=1, H=8, N=4096, D=64, blocks 128 x 64.
   const d = dimsOf(1, 8, 8, 4096, 4096, 64, 128, 64);
-  const p = plan(d, 'sparse', 1, k.attention_scratch_bytes(d.BQ, d.BK));
+  const p = plan(d, 'sparse', 1, k.attention_scratch_bytes(d.BQ, d.BK, d.DP));
   memory.grow(Math.max(0, Math.ceil(p.end / 65536) - memory.buffer.byteLength / 65536));
   writeParams(memory.buffer, p, d, false, 1 / 8);
   const big = new Float32Array(memory.buffer);

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import fs from 'node:fs';
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(import.meta.url);
@@ -30,3 +31,41 @@ for (const [target, features] of Object.entries(targets)) build(target, `build/s
 // The micro-benchmark modules (not shipped): the kernels plus assembly/bench.ts.
 for (const kind of ['baseline', 'relaxed']) build(`bench-${kind}`, `build/bench.${kind}.wasm`, targets[kind], ['assembly/bench.ts']);
 run(bin('typescript', 'bin/tsc'), ['-p', 'tsconfig.json']);
+
+// Every worker's instantiation writes the modules' static data into the first page again, so the
+// pool's control block (src/tiles.ts) must lie above it.
+const { CONTROL_OFFSET } = await import('../dist/src/tiles.js');
+for (const target of Object.keys(targets)) {
+  const end = staticDataEnd(fs.readFileSync(path.join(root, `build/sparge.${target}.wasm`)));
+  if (end > CONTROL_OFFSET) throw new Error(`build/sparge.${target}.wasm: static data ends at ${end}, past the control block at ${CONTROL_OFFSET}`);
+}
+
+/** End of the highest active data segment (offsets given as i32.const) of a module. */
+function staticDataEnd(bytes) {
+  let at = 8;
+  const leb = () => {
+    let x = 0, shift = 0, b;
+    do { b = bytes[at++]; x += (b & 0x7f) * 2 ** shift; shift += 7; } while (b & 0x80);
+    return x;
+  };
+  while (at < bytes.length) {
+    const id = bytes[at++], size = leb(), next = at + size;
+    if (id === 11) {
+      let end = 0;
+      for (let n = leb(); n > 0; n--) {
+        const flags = leb();
+        if (flags === 1) { at += leb(); continue; } // passive: copied by the module itself
+        if (flags === 2) leb();
+        if (bytes[at++] !== 0x41) throw new Error('data segment offset is not an i32.const');
+        const offset = leb();
+        at++; // end
+        const len = leb();
+        at += len;
+        end = Math.max(end, offset + len);
+      }
+      return end;
+    }
+    at = next;
+  }
+  return 0;
+}

@@ -20,12 +20,15 @@ export interface Shape {
 
 const fmt = (dims: readonly unknown[]) => `[${dims.join(', ')}]`;
 
+/** By tag rather than instanceof, so that arrays made in another realm (a vm context, an iframe) pass. */
+export const isF32 = (x: unknown): x is Float32Array => ArrayBuffer.isView(x) && (x as Float32Array)[Symbol.toStringTag] === 'Float32Array';
+
 export function checkTensor(name: string, t: unknown, layout: Layout): Shape {
   if (t === null || typeof t !== 'object') {
     throw new TypeError(`${name} must be a tensor { data: Float32Array, dims: number[] }, got ${t === null ? 'null' : typeof t}`);
   }
   const { data, dims } = t as { data: unknown; dims: unknown };
-  if (!(data instanceof Float32Array)) {
+  if (!isF32(data)) {
     const got = data === undefined ? 'undefined' : (data as object)?.constructor?.name ?? typeof data;
     throw new TypeError(`${name}.data must be a Float32Array, got ${got}`);
   }
@@ -67,10 +70,11 @@ export interface Problem {
   layout: Layout;
 }
 
-export function checkQKV(q: unknown, k: unknown, v: unknown | undefined, layout: Layout): Problem {
+/** v is checked (and required) when the call computes an output, not for Stage 1 alone. */
+export function checkQKV(q: unknown, k: unknown, v: unknown, layout: Layout, needV: boolean): Problem {
   const qs = checkTensor('q', q, layout);
   const ks = checkTensor('k', k, layout);
-  if (v !== undefined) {
+  if (needV) {
     checkTensor('v', v, layout);
     const kd = (k as TensorLike).dims, vd = (v as TensorLike).dims;
     if (kd.length !== vd.length || kd.some((d, i) => d !== vd[i])) {
@@ -112,15 +116,37 @@ export function checkNumber(name: string, x: unknown, dflt: number, lo: number, 
   return x;
 }
 
+/** A block size; name is the argument's full name (options.blockQ, mask.blockQ). */
 export function checkBlock(name: string, x: unknown, dflt: number): number {
   if (x === undefined) return dflt;
   if (typeof x !== 'number' || !Number.isInteger(x)) {
-    throw new TypeError(`options.${name} must be an integer, got ${String(x)}`);
+    throw new TypeError(`${name} must be an integer, got ${String(x)}`);
   }
   if (x < 16 || x > MAX_BLOCK || x % 16 !== 0) {
-    throw new RangeError(`options.${name} must be a multiple of 16 from 16 to ${MAX_BLOCK}, got ${x}`);
+    throw new RangeError(`${name} must be a multiple of 16 from 16 to ${MAX_BLOCK}, got ${x}`);
   }
   return x;
+}
+
+/** options.output: a Float32Array of exactly the output's length, or nothing. */
+export function checkOutput(x: unknown, length: number): Float32Array | undefined {
+  if (x === undefined) return undefined;
+  if (!isF32(x)) {
+    const got = x === null ? 'null' : (x as object)?.constructor?.name ?? typeof x;
+    throw new TypeError(`options.output must be a Float32Array, got ${got}`);
+  }
+  if (x.length !== length) throw new RangeError(`options.output must have ${length} elements for these inputs, got ${x.length}`);
+  return x;
+}
+
+/** options.signal: an AbortSignal (recognised by shape, so one from another realm works too). */
+export function checkSignal(x: unknown): AbortSignal | undefined {
+  if (x === undefined) return undefined;
+  const s = x as { aborted?: unknown; addEventListener?: unknown; throwIfAborted?: unknown } | null;
+  if (s === null || typeof s !== 'object' || typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.throwIfAborted !== 'function') {
+    throw new TypeError(`options.signal must be an AbortSignal, got ${x === null ? 'null' : typeof x}`);
+  }
+  return x as AbortSignal;
 }
 
 export function checkOptions(options: unknown, known: readonly string[]): Record<string, unknown> {

@@ -3,7 +3,7 @@
 import { P } from '../assembly/params.js';
 import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
-  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask,
+  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
 } from './checks.js';
 import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
@@ -38,6 +38,10 @@ export interface SpargeOptions {
   blockK?: number;
   layout?: Layout;
   returnMask?: boolean;
+  /** the result is written here (the output's exact length) and returned as output.data */
+  output?: Float32Array;
+  /** ends the call at the next tile; it rejects with the signal's reason */
+  signal?: AbortSignal;
 }
 
 export interface DenseOptions {
@@ -45,6 +49,8 @@ export interface DenseOptions {
   scale?: number;
   layout?: Layout;
   precision?: 'f32';
+  output?: Float32Array;
+  signal?: AbortSignal;
 }
 
 export interface AttentionResult {
@@ -53,11 +59,12 @@ export interface AttentionResult {
   mask?: BlockMask;
 }
 
-const SPARGE_KEYS = [
+const MASK_KEYS = [
   'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
-  'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask',
+  'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask', 'signal',
 ] as const;
-const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision'] as const;
+const SPARGE_KEYS = [...MASK_KEYS, 'output'] as const;
+const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal'] as const;
 
 /** Default block sizes, by measurement: on the CPU 64 x 64 runs as fast as the reference GPU tiles (128 x 64) and keeps more accurate masks. */
 export const DEFAULT_BLOCK_Q = 64;
@@ -76,7 +83,19 @@ interface Call {
   layout: Layout;
   causal: boolean;
   scale: number;
+  output?: Float32Array;
+  signal?: AbortSignal;
 }
+
+/** A call's inputs; a queued call holds copies of their data. */
+interface Inputs {
+  q: TensorLike;
+  k: TensorLike;
+  v?: TensorLike;
+  mask?: Uint8Array;
+}
+
+const copyOf = (t: TensorLike): TensorLike => ({ data: t.data.slice(), dims: t.dims });
 
 /** Number of key blocks query block i may see: the bottom-right-aligned causal rule. */
 export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
@@ -90,6 +109,8 @@ export class Engine {
   private plan?: Plan;
   /** calls run one after another: each lays out the whole memory */
   private queue: Promise<unknown> = Promise.resolve();
+  /** calls submitted and not yet settled */
+  private pending = 0;
 
   /**
    * memory: plain for one thread, shared (with the module's shared-memory build) for a pool.
@@ -126,10 +147,39 @@ export class Engine {
     return next;
   }
 
-  private async exec(stages: Stage[], p = this.plan!.params): Promise<void> {
+  private async exec(stages: Stage[], p = this.plan!.params, signal?: AbortSignal): Promise<void> {
     const todo = stages.filter(([, n]) => n > 0);
-    if (this.pool) await this.pool.run(p, todo);
-    else runLocal(this.k, this.memory.buffer, p, todo);
+    if (this.pool) await this.pool.run(p, todo, signal);
+    else await runLocal(this.k, this.memory.buffer, p, todo, signal);
+  }
+
+  /**
+   * Takes a call's inputs when it is made: an idle engine copies them into its memory at once, a
+   * busy one into copies of their data, so callers may reuse their buffers as soon as the call
+   * returns its promise. body runs when the call's turn comes, with the memory laid out.
+   */
+  private submit<T>(c: Call, job: Job, inputs: Inputs, body: (inputs: Inputs) => Promise<T>): Promise<T> {
+    if (c.signal?.aborted) return Promise.reject(c.signal.reason);
+    const idle = this.pending === 0;
+    if (idle) this.stage(c, job, inputs);
+    else inputs = { q: copyOf(inputs.q), k: copyOf(inputs.k), v: inputs.v && copyOf(inputs.v), mask: inputs.mask?.slice() };
+    this.pending++;
+    return this.serial(async () => {
+      try {
+        c.signal?.throwIfAborted();
+        if (!idle) this.stage(c, job, inputs);
+        return await body(inputs);
+      } finally {
+        this.pending--;
+      }
+    });
+  }
+
+  /** Lays the call out in memory and writes its inputs there. */
+  private stage(c: Call, job: Job, inputs: Inputs): void {
+    this.prepare(c, job);
+    this.writeInputs(c, inputs.q, inputs.k, inputs.v);
+    if (inputs.mask) new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, inputs.mask.length).set(inputs.mask);
   }
 
   /** Bytes of WebAssembly memory in use (it grows to the largest call and is then reused). */
@@ -137,21 +187,23 @@ export class Engine {
     return this.memory.buffer.byteLength;
   }
 
-  private call(q: unknown, k: unknown, v: unknown, o: Record<string, unknown>, blockQ?: number, blockK?: number): Call {
+  /** Checks a call's tensors and shared options; v (and options.output) only when there is an output. */
+  private call(q: unknown, k: unknown, v: unknown, o: Record<string, unknown>, needV: boolean, blockQ?: number, blockK?: number): Call {
     const layout = checkLayout(o.layout);
-    const pr = checkQKV(q, k, v, layout);
+    const pr = checkQKV(q, k, v, layout, needV);
     const causal = checkBool('causal', o.causal, false);
     const scale = checkNumber('scale', o.scale, 1 / Math.sqrt(pr.q.D), 0, Infinity, '()');
-    const bq = blockQ ?? checkBlock('blockQ', o.blockQ, DEFAULT_BLOCK_Q);
-    const bk = blockK ?? checkBlock('blockK', o.blockK, DEFAULT_BLOCK_K);
+    const bq = blockQ ?? checkBlock('options.blockQ', o.blockQ, DEFAULT_BLOCK_Q);
+    const bk = blockK ?? checkBlock('options.blockK', o.blockK, DEFAULT_BLOCK_K);
     const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, bq, bk);
-    return { dims, q: pr.q, layout, causal, scale };
+    const output = needV ? checkOutput(o.output, pr.q.B * pr.q.H * pr.q.N * pr.q.D) : undefined;
+    return { dims, q: pr.q, layout, causal, scale, output, signal: checkSignal(o.signal) };
   }
 
   /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
   private prepare(c: Call, job: Job): Plan {
     const d = c.dims;
-    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK));
+    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP));
     if (p.end > MAX_BYTES) {
       throw new RangeError(
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
@@ -182,7 +234,7 @@ export class Engine {
   private write(slot: P, t: TensorLike, H: number, N: number, NP: number, c: Call): void {
     const d = c.dims;
     const mem = new Float32Array(this.memory.buffer);
-    const dst = this.plan!.at[slot]! >> 2;
+    const dst = this.plan!.at[slot]! / 4;
     const D = d.D, DP = d.DP, src = t.data;
     if (DP !== D || NP !== N) mem.fill(0, dst, dst + d.B * H * NP * DP);
     for (let b = 0; b < d.B; b++) {
@@ -204,13 +256,18 @@ export class Engine {
   private readOutput(c: Call): Tensor {
     const d = c.dims, { B, H, N, D } = c.q;
     const mem = new Float32Array(this.memory.buffer);
-    const src = this.plan!.at[P.OUT]! >> 2;
+    const src = this.plan!.at[P.OUT]! / 4;
     const NP = d.NQB * d.BQ, DP = d.DP;
     const dims = c.layout === 'HND' ? [B, H, N, D] : [B, N, H, D];
     const outDims = c.q.threeD ? dims.slice(1) : dims;
+    const whole = c.layout === 'HND' && DP === D && NP === N;
+    if (c.output && whole) {
+      c.output.set(mem.subarray(src, src + B * H * N * D));
+      return { data: c.output, dims: outDims };
+    }
     // Unpadded HND output is one block of memory: one copy, no zero-filled allocation first.
-    if (c.layout === 'HND' && DP === D && NP === N) return { data: mem.slice(src, src + B * H * N * D), dims: outDims };
-    const out = new Float32Array(B * H * N * D);
+    if (whole) return { data: mem.slice(src, src + B * H * N * D), dims: outDims };
+    const out = c.output ?? new Float32Array(B * H * N * D);
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
         const head = src + (b * H + h) * NP * DP;
@@ -228,7 +285,7 @@ export class Engine {
   }
 
   /** Copies the inputs into their padded buffers (see run for their check). */
-  private writeInputs(c: Call, q: TensorLike, k: TensorLike, v?: TensorLike): void {
+  private writeInputs(c: Call, q: TensorLike, k: TensorLike, v: TensorLike | undefined): void {
     const d = c.dims;
     this.write(P.Q, q, d.H, d.NQ, d.NQB * d.BQ, c);
     this.write(P.K, k, d.HKV, d.NK, d.NKB * d.BK, c);
@@ -236,15 +293,31 @@ export class Engine {
   }
 
   /**
-   * Runs a call's stages after the input check, in one pass over the pool: the kernels look for
-   * NaN and Infinity in parallel and, on finding any, end the call before the first real stage
-   * (they would poison whole blocks' quantization scales). Only then is the input scanned again
-   * here, to name the argument and index in the error.
+   * Runs a call's stages after the input check, in one pass over the pool. The kernels find each
+   * input's largest magnitude in parallel (assembly/check.ts): NaN or Infinity (which would
+   * poison whole blocks' quantization scales), or scores beyond float32's range, end the call
+   * before the first real stage. Only then is the input scanned again here, to name the argument
+   * and index in the error. Finite inputs of any other magnitude are rescaled exactly.
    */
-  private async run(stages: Stage[], inputs: Record<string, TensorLike | undefined>): Promise<void> {
-    await this.exec([['check_finite', this.k.check_finite_tiles(this.plan!.params)], ...stages]);
-    if (this.params().i32[P.NONFINITE]) {
-      for (const [name, t] of Object.entries(inputs)) if (t) checkFinite(name, t);
+  private async run(c: Call, stages: Stage[], inputs: Inputs): Promise<void> {
+    const p = this.plan!.params;
+    await this.exec([
+      ['input_max', this.k.input_max_tiles(p)],
+      ['input_range', 1],
+      ['prescale', this.k.prescale_tiles(p)],
+      ...stages,
+    ], p, c.signal);
+    const { i32, f32 } = this.params();
+    if (i32[P.STATUS] === 1) {
+      for (const name of ['q', 'k', 'v'] as const) if (inputs[name]) checkFinite(name, inputs[name]!);
+    }
+    if (i32[P.STATUS] === 2) {
+      const D = c.q.D, bound = c.scale * Math.LOG2E * f32[P.QMAX] * f32[P.KMAX] * 2 * c.dims.DP;
+      throw new RangeError(
+        `q, k and options.scale: scores could reach ${bound.toExponential(2)} (options.scale ${c.scale} x log2(e) x max|q| ` +
+          `${f32[P.QMAX].toExponential(2)} x max|k| ${f32[P.KMAX].toExponential(2)} x 2 x head dim ${D}${c.dims.DP !== D ? ` padded to ${c.dims.DP}` : ''}), ` +
+          `beyond float32's range; the bound is 2^125 (${(2 ** 125).toExponential(2)}): lower options.scale or the magnitude of q or k`,
+      );
     }
   }
 
@@ -296,8 +369,8 @@ export class Engine {
   }
 
   /** Option checks shared by attention() and predictMask(), done before anything runs. */
-  private sparseOptions(options: unknown) {
-    const o = checkOptions(options, SPARGE_KEYS);
+  private sparseOptions(options: unknown, keys: readonly string[]) {
+    const o = checkOptions(options, keys);
     const parsed = {
       topk: checkNumber('topk', o.topk, 0.5, 0, 1, '(]'),
       cdfThreshold: checkNumber('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]'),
@@ -320,13 +393,11 @@ export class Engine {
   }
 
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const { o, parsed, stage1 } = this.sparseOptions(options);
-    const c = this.call(q, k, v, o);
-    return this.serial(async () => {
-      this.prepare(c, 'sparse');
-      this.writeInputs(c, q, k, v);
+    const { o, parsed, stage1 } = this.sparseOptions(options, SPARGE_KEYS);
+    const c = this.call(q, k, v, o, true);
+    return this.submit(c, 'sparse', { q, k, v }, async (inputs) => {
       const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
-      await this.run([mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], { q, k, v });
+      await this.run(c, [mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], inputs);
       const mask = this.readMask(c);
       const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
       if (parsed.returnMask) res.mask = mask;
@@ -335,32 +406,28 @@ export class Engine {
   }
 
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask> {
-    const { o, parsed, stage1 } = this.sparseOptions(options);
-    const c = this.call(q, k, undefined, o);
-    return this.serial(async () => {
-      this.prepare(c, 'mask');
-      this.writeInputs(c, q, k);
+    const { o, parsed, stage1 } = this.sparseOptions(options, MASK_KEYS);
+    const c = this.call(q, k, undefined, o, false);
+    return this.submit(c, 'mask', { q, k }, async (inputs) => {
       this.clearMeans(c);
       const d = c.dims;
-      await this.run([['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)], { q, k });
+      await this.run(c, [['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)], inputs);
       return this.readMask(c);
     });
   }
 
   blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const { o, parsed } = this.sparseOptions(options);
-    const bq = checkBlock('blockQ', (mask as BlockMask | undefined)?.blockQ ?? o.blockQ, DEFAULT_BLOCK_Q);
-    const bk = checkBlock('blockK', (mask as BlockMask | undefined)?.blockK ?? o.blockK, DEFAULT_BLOCK_K);
-    const c = this.call(q, k, v, o, bq, bk);
+    const { o, parsed } = this.sparseOptions(options, SPARGE_KEYS);
+    const given = mask as Partial<BlockMask> | undefined;
+    const bq = blockOf('Q', given?.blockQ, o.blockQ, DEFAULT_BLOCK_Q);
+    const bk = blockOf('K', given?.blockK, o.blockK, DEFAULT_BLOCK_K);
+    const c = this.call(q, k, v, o, true, bq, bk);
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
-    return this.serial(async () => {
-      this.prepare(c, 'sparse');
-      this.writeInputs(c, q, k, v);
-      new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, m.length).set(m);
-      await this.run([...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)], { q, k, v });
-      const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(m, d, c.causal) };
-      if (parsed.returnMask) res.mask = { data: m.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
+    return this.submit(c, 'sparse', { q, k, v, mask: m }, async (inputs) => {
+      await this.run(c, [...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)], inputs);
+      const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(inputs.mask!, d, c.causal) };
+      if (parsed.returnMask) res.mask = { data: inputs.mask!.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
       return res;
     });
   }
@@ -370,12 +437,10 @@ export class Engine {
     if (o.precision !== undefined && o.precision !== 'f32') {
       throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(o.precision)}`);
     }
-    const c = this.call(q, k, v, o, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
+    const c = this.call(q, k, v, o, true, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
     const d = c.dims;
-    return this.serial(async () => {
-      this.prepare(c, 'dense');
-      this.writeInputs(c, q, k, v);
-      await this.run([['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]], { q, k, v });
+    return this.submit(c, 'dense', { q, k, v }, async (inputs) => {
+      await this.run(c, [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]], inputs);
       return this.readOutput(c);
     });
   }
@@ -384,6 +449,18 @@ export class Engine {
   debugRun(params: number, stages: Stage[]): Promise<void> {
     return this.serial(() => this.exec(stages, params));
   }
+
+  /** Test hook: ends worker i of the pool as a crash would. */
+  debugTerminate(i: number): void {
+    this.pool?.terminate(i);
+  }
+}
+
+/** A block size stated by a mask, by options, or both (then they must agree). */
+function blockOf(which: 'Q' | 'K', fromMask: unknown, fromOptions: unknown, dflt: number): number {
+  const m = checkBlock(`mask.block${which}`, fromMask, 0), o = checkBlock(`options.block${which}`, fromOptions, 0);
+  if (m && o && m !== o) throw new RangeError(`mask.block${which} (${m}) and options.block${which} (${o}) differ; give one, or the same`);
+  return m || o || dflt;
 }
 
 /** 1 - selected / allowed over all heads; blocks the causal rule forbids count in neither. */

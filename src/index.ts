@@ -43,7 +43,7 @@ export interface CreateOptions {
 export interface Sparge {
   readonly threads: number;
   readonly features: Features;
-  /** bytes of WebAssembly memory held; it grows to the largest call and is reused */
+  /** bytes of WebAssembly memory held; it grows to the largest call and is reused (0 after dispose) */
   readonly memoryBytes: number;
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult>;
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask>;
@@ -130,10 +130,12 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
     if (!engine) throw new Error('this sparge engine was disposed');
     return engine;
   };
+  // Properties keep answering after dispose(): the threads the engine ran with, and no memory held.
+  const threads = engine.threads;
   const api: Sparge = {
-    get threads() { return live().threads; },
+    threads,
     features,
-    get memoryBytes() { return live().memoryBytes; },
+    get memoryBytes() { return engine?.memoryBytes ?? 0; },
     attention: async (q, k, v, opts) => live().attention(q, k, v, opts),
     predictMask: async (q, k, opts) => live().predictMask(q, k, opts),
     blockSparseAttention: async (q, k, v, mask, opts) => live().blockSparseAttention(q, k, v, mask, opts),
@@ -146,5 +148,6 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
   };
   // Not part of the API: lets the tests force a failure inside the workers.
   Object.defineProperty(api, 'debugRun', { value: (p: number, stages: [string, number][]) => live().debugRun(p, stages) });
+  Object.defineProperty(api, 'debugTerminate', { value: (i: number) => live().debugTerminate(i) });
   return api;
 }

@@ -146,9 +146,9 @@ export function chooseModule(simd: unknown, sources?: WasmSources): 'relaxed' | 
   const f = detect();
   if (!f.simd) throw new Error('this WebAssembly engine lacks SIMD128, which sparge-wasm needs');
   if (simd === 'relaxed' && !f.relaxedSimd) {
-    throw new Error(
-      "simd: 'relaxed' was asked for but this engine does not support relaxed SIMD " +
-        "(Node 20 needs --experimental-wasm-relaxed-simd); use 'auto' or 'baseline'",
+    throw new RangeError(
+      "options.simd: 'relaxed' needs relaxed SIMD, which this WebAssembly engine lacks " +
+        "(Node 20 needs --experimental-wasm-relaxed-simd; Node 22 and later have it); use 'auto' or 'baseline'",
     );
   }
   if (simd === 'baseline') return 'baseline';

@@ -78,21 +78,31 @@ export function plan(d: Dims, job: Job, workers: number, attnScratch: number): P
     at[P.KSCALE] = take(kBlocks * 4);
   }
   if (job !== 'mask') at[P.OUT] = take(qRows * d.DP * 4);
+  // One maximum per 64 KiB tile of the inputs (assembly/check.ts).
+  const tiles = (bytes: number) => Math.ceil(bytes / 65536);
+  at[P.TILEMAX] = take((tiles(qRows * d.DP * 4) + tiles(kRows * d.DP * 4) * 2) * 4);
   const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 12, attnScratch) / ALIGN) * ALIGN;
   at[P.SCRATCH_STRIDE] = stride;
   at[P.SCRATCH] = take(stride * workers);
   return { at, params, end };
 }
 
-/** Fills the parameter block: shapes, the causal flag, the scale and every buffer offset. */
+/**
+ * Fills the parameter block: shapes, the causal flag, the scale and every buffer offset. Offsets
+ * past 2 GiB read as negative here; the kernels read them as unsigned.
+ */
 export function writeParams(buffer: ArrayBufferLike, p: Plan, d: Dims, causal: boolean, scale: number): void {
   const i32 = new Int32Array(buffer, p.params, P.COUNT);
   const f32 = new Float32Array(buffer, p.params, P.COUNT);
+  const f64 = (slot: P) => new Float64Array(buffer, p.params + slot * 4, 1);
   i32.fill(0);
   i32[P.B] = d.B; i32[P.H] = d.H; i32[P.HKV] = d.HKV; i32[P.NQ] = d.NQ; i32[P.NK] = d.NK;
   i32[P.DP] = d.DP; i32[P.BQ] = d.BQ; i32[P.BK] = d.BK; i32[P.NQB] = d.NQB; i32[P.NKB] = d.NKB;
   i32[P.CAUSAL] = causal ? 1 : 0;
   f32[P.SCALE] = scale;
   f32[P.QK_MUL] = scale * Math.LOG2E;
+  // The same in float64, from which input_range derives them again when it rescales Q and K.
+  f64(P.SCALE64)[0] = scale;
+  f64(P.QK_MUL64)[0] = scale * Math.LOG2E;
   for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
 }

@@ -44,7 +44,9 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener): Promise<Port
     return { post: (m) => w.postMessage(m), ref: () => w.ref?.(), unref: () => w.unref?.(), terminate: () => w.terminate() };
   }
   const { Worker: NodeWorker } = await import('node:worker_threads');
-  const w = new NodeWorker(WORKER_URL);
+  // Workers need none of the parent's Node flags, and some would stop them from starting
+  // (`node --input-type=module -e ...`); V8's flags are process-wide and reach them anyway.
+  const w = new NodeWorker(WORKER_URL, { execArgv: [] });
   w.on('message', (m: FromWorker) => on.message(m));
   w.on('error', (e: Error) => on.died(`${e.name}: ${e.message}`));
   w.on('exit', (code: number) => on.died(`worker exited with code ${code}`));
@@ -89,11 +91,14 @@ export class Pool {
 
   private start(i: number): Slot {
     const slot: Slot = { ready: Promise.resolve(), dead: false };
-    let ready!: () => void, failed!: (e: Error) => void;
+    let ready!: () => void, failed!: (e: Error) => void, started = false;
     slot.ready = new Promise<void>((res, rej) => { ready = res; failed = rej; });
+    // Seen by the next call (or by create); unobserved until then, it must not end the process.
+    slot.ready.catch(() => {});
     const listener: Listener = {
       message: (m) => {
         if (m.type === 'ready') {
+          started = true;
           slot.port?.unref();
           ready();
         }
@@ -105,9 +110,10 @@ export class Pool {
         failed(new Error(`sparge-wasm worker ${i} could not start: ${why}`));
         // Other workers may wait at a barrier for tiles this one took: release them.
         abortShared(this.ctl);
-        slot.reply?.({ ok: false, error: `worker ${i} died: ${why}` });
+        slot.reply?.({ ok: false, error: `worker ${i} died (${why}); a new worker takes its place` });
         void Promise.resolve(slot.port?.terminate()).catch(() => {});
-        this.slots[i] = this.start(i);
+        // Replace a worker that ran; one that could not even start would fail again, forever.
+        if (started) this.slots[i] = this.start(i);
       },
     };
     spawn(this.kind, listener).then((port) => {
@@ -117,10 +123,14 @@ export class Pool {
     return slot;
   }
 
-  /** Runs the stages over every worker; rejects with the first worker's error after all have stopped. */
-  async run(params: number, stages: readonly Stage[]): Promise<void> {
+  /**
+   * Runs the stages over every worker; rejects with the first worker's error after all have
+   * stopped, or with the signal's reason when it aborts (workers stop at their next tile).
+   */
+  async run(params: number, stages: readonly Stage[], signal?: AbortSignal): Promise<void> {
     if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
     await Promise.all(this.slots.map((s) => s.ready));
+    signal?.throwIfAborted();
     const ctl = this.ctl;
     Atomics.store(ctl, ABORT, 0);
     for (let s = 0; s < MAX_STAGES; s++) {
@@ -128,18 +138,31 @@ export class Pool {
       Atomics.store(ctl, DONE + s, 0);
     }
     const job = ++this.job;
-    const replies = this.slots.map((slot) => new Promise<{ ok: boolean; error?: string; aborted?: boolean }>((res) => {
+    // This call's workers; one that dies is replaced in this.slots, and its replacement stays
+    // referenced (keeping the process alive) until it is ready.
+    const slots = this.slots.slice();
+    const replies = slots.map((slot) => new Promise<{ ok: boolean; error?: string; aborted?: boolean }>((res) => {
       slot.reply = res;
       slot.port!.ref();
       slot.port!.post({ type: 'run', job, params, stages: stages.map((s) => [s[0], s[1]] as Stage) });
     }));
+    const stop = () => abortShared(ctl);
+    signal?.addEventListener('abort', stop);
     const results = await Promise.all(replies);
-    for (const slot of this.slots) {
+    signal?.removeEventListener('abort', stop);
+    for (const slot of slots) {
       slot.reply = undefined;
       slot.port?.unref();
     }
-    const failure = results.find((r) => !r.ok && !r.aborted) ?? results.find((r) => !r.ok);
+    const failure = results.find((r) => !r.ok && !r.aborted);
     if (failure) throw new Error(`sparge-wasm: a worker failed during this call: ${failure.error}`);
+    signal?.throwIfAborted();
+    if (results.some((r) => !r.ok)) throw new Error('sparge-wasm: this call was aborted by a failure in another worker');
+  }
+
+  /** Test hook: ends worker i as a crash would. */
+  terminate(i: number): void {
+    void this.slots[i]?.port?.terminate();
   }
 
   async close(): Promise<void> {

@@ -9,13 +9,18 @@ export type Kernel = (params: number, t0: number, t1: number, worker: number) =>
 export type Stage = readonly [kernel: string, tiles: number];
 
 export type Kernels = Record<string, Kernel> & {
-  attention_scratch_bytes(bq: number, bk: number): number;
-  check_finite_tiles(params: number): number;
+  attention_scratch_bytes(bq: number, bk: number, dp: number): number;
+  input_max_tiles(params: number): number;
+  prescale_tiles(params: number): number;
   relaxed_dot_probe(b: number): number;
 };
 
-/** Byte offset of the control block in the first (reserved) page of memory. */
-export const CONTROL_OFFSET = 4096;
+/**
+ * Byte offset of the control block in the first (reserved) page of memory, above the module's
+ * static data (AssemblyScript's math tables from 1 KiB on): every worker's instantiation writes
+ * that data again, and counters inside it would corrupt it. scripts/build.js checks the gap.
+ */
+export const CONTROL_OFFSET = 32768;
 export const MAX_STAGES = 16;
 // Int32 slots of the control block: abort flag, then a take counter and a done counter per stage.
 export const ABORT = 0;
@@ -24,21 +29,40 @@ export const DONE = TAKEN + MAX_STAGES;
 export const CONTROL_SLOTS = DONE + MAX_STAGES;
 
 /**
- * Whether the input check (check_finite, the first stage of a call) found NaN or Infinity: then the
+ * Whether the input check (input_range, the second stage of a call) refused the inputs: then the
  * call ends after that stage, so refused inputs cost no more than the check.
  */
 function refused(buffer: ArrayBufferLike, params: number): boolean {
-  return Atomics.load(new Int32Array(buffer, params, P.COUNT), P.NONFINITE) !== 0;
+  return Atomics.load(new Int32Array(buffer, params, P.COUNT), P.STATUS) !== 0;
 }
+
+/** How long the calling thread computes before it lets an abort in, when the call has a signal. */
+const SLICE_MS = 10;
+
+/** A macrotask turn, so that the event loop can deliver an abort. */
+const turn = () => new Promise<void>((resolve) => {
+  const g = globalThis as { setImmediate?: (f: () => void) => void };
+  if (g.setImmediate) g.setImmediate(resolve);
+  else setTimeout(resolve, 0);
+});
 
 /**
  * Runs stages on the calling thread, one tile per call: V8 optimizes a function only between calls,
- * so a single long call would stay in its baseline tier for a whole first run.
+ * so a single long call would stay in its baseline tier for a whole first run. With a signal, it
+ * yields to the event loop every SLICE_MS so that an abort can land, and stops at the next tile.
  */
-export function runLocal(k: Kernels, buffer: ArrayBufferLike, params: number, stages: readonly Stage[]): void {
+export async function runLocal(k: Kernels, buffer: ArrayBufferLike, params: number, stages: readonly Stage[], signal?: AbortSignal): Promise<void> {
+  let since = signal ? performance.now() : 0;
   for (const [name, n] of stages) {
     const kernel = k[name];
-    for (let t = 0; t < n; t++) kernel(params, t, t + 1, 0);
+    for (let t = 0; t < n; t++) {
+      kernel(params, t, t + 1, 0);
+      if (signal && performance.now() - since > SLICE_MS) {
+        await turn();
+        signal.throwIfAborted();
+        since = performance.now();
+      }
+    }
     if (refused(buffer, params)) return;
   }
 }

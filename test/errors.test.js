@@ -41,6 +41,15 @@ const bad = [
   ['mask with wrong dims', () => sparge.blockSparseAttention(q, k, v, { data: new Uint8Array(8), dims: [1, 4, 2, 2], blockQ: 128, blockK: 64 }), RangeError, /mask\.dims must be \[1, 4, 2, 4\]/],
   ['mask with a 2', () => sparge.blockSparseAttention(q, k, v, { data: new Uint8Array(32).fill(2), dims: [1, 4, 2, 4], blockQ: 128, blockK: 64 }), RangeError, /mask\.data must hold 0 or 1, got 2/],
   ['mask data not Uint8Array', () => sparge.blockSparseAttention(q, k, v, { data: new Array(32).fill(1), dims: [1, 4, 2, 4] }), TypeError, /mask\.data must be a Uint8Array/],
+  ['mask.blockQ invalid', () => sparge.blockSparseAttention(q, k, v, { data: new Uint8Array(32), dims: [1, 4, 2, 4], blockQ: 100, blockK: 64 }), RangeError, /^mask\.blockQ must be a multiple of 16/],
+  ['mask.blockK not an integer', () => sparge.blockSparseAttention(q, k, v, { data: new Uint8Array(32), dims: [1, 4, 2, 4], blockQ: 128, blockK: '64' }), TypeError, /^mask\.blockK must be an integer/],
+  ['v omitted from attention', () => sparge.attention(q, k), TypeError, /^v must be a tensor/],
+  ['v omitted from denseAttention', () => sparge.denseAttention(q, k), TypeError, /^v must be a tensor/],
+  ['v omitted from blockSparseAttention', () => sparge.blockSparseAttention(q, k, undefined, { data: new Uint8Array(32), dims: [1, 4, 2, 4], blockQ: 128, blockK: 64 }), TypeError, /^v must be a tensor/],
+  ['output of the wrong type', () => sparge.attention(q, k, v, { output: new Float64Array(q.data.length) }), TypeError, /options\.output must be a Float32Array, got Float64Array/],
+  ['output of the wrong length', () => sparge.denseAttention(q, k, v, { output: new Float32Array(10) }), RangeError, /options\.output must have 25600 elements for these inputs, got 10/],
+  ['output on predictMask', () => sparge.predictMask(q, k, { output: new Float32Array(25600) }), TypeError, /options\.output is not an option here/],
+  ['signal not an AbortSignal', () => sparge.attention(q, k, v, { signal: {} }), TypeError, /options\.signal must be an AbortSignal/],
 ];
 
 for (const [name, fn, Kind, pattern] of bad) {
@@ -71,10 +80,37 @@ test('createSparge options are checked', async () => {
   await rejects(() => createSparge({ simd: 'baseline', int8Dot: 'relaxed' }), RangeError, /options\.int8Dot: 'relaxed' needs the relaxed-SIMD module/);
 });
 
-test('a disposed engine says so', async () => {
-  const e = await createSparge({ threads: 1 });
-  await e.dispose();
-  await rejects(() => e.attention(q, k, v), Error, /disposed/);
+test('a disposed engine says so; its properties keep answering', async () => {
+  for (const threads of [1, 2]) {
+    const e = await createSparge({ threads });
+    await e.attention(q, k, v);
+    await e.dispose();
+    await rejects(() => e.attention(q, k, v), Error, /disposed/);
+    await rejects(() => e.denseAttention(q, k, v), Error, /disposed/);
+    assert.is(e.threads, threads);
+    assert.is(e.memoryBytes, 0);
+    assert.is(e.features.threads, threads > 1);
+    await e.dispose();
+  }
+});
+
+test("simd: 'relaxed' on an engine without relaxed SIMD names the option and what is missing", async () => {
+  // Stand in for an engine without relaxed SIMD: validate() refuses the loader's relaxed probe,
+  // the only module it validates that has the relaxed opcode prefix 0xfd 0x85.
+  const validate = WebAssembly.validate;
+  WebAssembly.validate = (bytes) => {
+    const b = new Uint8Array(bytes);
+    for (let i = 0; i + 1 < b.length; i++) if (b[i] === 0xfd && b[i + 1] === 0x85) return false;
+    return validate(bytes);
+  };
+  try {
+    await rejects(() => createSparge({ threads: 1, simd: 'relaxed' }), RangeError, /^options\.simd: 'relaxed' needs relaxed SIMD, which this WebAssembly engine lacks/);
+    const e = await createSparge({ threads: 1 });
+    assert.is(e.features.module, 'baseline');
+    await e.dispose();
+  } finally {
+    WebAssembly.validate = validate;
+  }
 });
 
 test.after(() => sparge.dispose());

@@ -118,6 +118,18 @@ test('without SharedArrayBuffer the engine runs on the calling thread and says w
   assert.ok(Number.isFinite(out.sum));
 });
 
+test('node --input-type=module -e gets its threads (workers take none of the parent\'s flags)', () => {
+  const script = `
+    const { createSparge } = await import(${JSON.stringify(new URL('../dist/src/index.js', import.meta.url).href)});
+    const s = await createSparge({ threads: 2 });
+    const x = { data: new Float32Array(300 * 32).map((_, i) => Math.cos(i)), dims: [1, 300, 32] };
+    const r = await s.attention(x, x, x);
+    console.log(JSON.stringify({ threads: s.threads, reason: s.features.threadsReason ?? null, finite: r.output.data.every(Number.isFinite) }));
+    await s.dispose();`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '--no-warnings', '-e', script], { encoding: 'utf8' }));
+  assert.equal(out, { threads: 2, reason: null, finite: true });
+});
+
 test('a Node process exits by itself after dispose(), and even without it', () => {
   for (const dispose of [true, false]) {
     const script = `
