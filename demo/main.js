@@ -1,21 +1,16 @@
 // npm start: dense FP32 attention against SpargeAttn (sparse + INT8) on two inputs, with the
 // time of each call, the block sparsity and the L1 error against an FP64 dense reference.
 import { createSparge } from '../dist/src/index.js';
-import { loadCase, referenceCases, videoLike, tensor, attentionF64, l1 } from '../test/helpers.js';
+import { loadCase, videoLike, tensor, attentionF64, l1 } from '../test/helpers.js';
 
 const sparge = await createSparge(); // threads: 'auto', simd: 'auto'
 console.log(`sparge-wasm: ${sparge.features.module} SIMD module, ${sparge.threads} thread(s) (${process.release.name} ${process.version})\n`);
 
-const inputs = [];
-if (referenceCases().includes('image_frame3')) {
-  const c = loadCase('image_frame3');
-  inputs.push({ name: 'image_frame3 (reference case, H=2 N=4096 D=64)', q: c.q, k: c.k, v: c.v });
-} else {
-  console.log('(shared/reference/image_frame3 not found: showing the video-like case only)\n');
-}
+const c = loadCase('video_4x32x32');
+const inputs = [{ name: 'video_4x32x32 (reference case: 4 frames of 32x32 tokens, H=2 N=4096 D=64)', q: c.q, k: c.k, v: c.v }];
 const x = videoLike(2, 4, 32, 64, 7);
 inputs.push({
-  name: 'video-like tokens (4 frames of 32x32, H=2 D=64)',
+  name: 'synthetic video-like tokens (4 frames of 32x32, H=2 D=64)',
   q: tensor(x.q, [1, 2, x.N, 64]), k: tensor(x.k, [1, 2, x.N, 64]), v: tensor(x.v, [1, 2, x.N, 64]),
 });
 

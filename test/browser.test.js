@@ -9,7 +9,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { REFERENCE_DIR } from './helpers.js';
+import { FIXTURE_DIR } from './helpers.js';
 import { CHECK, REPO, runDigest, assertSound, assertSameAsNode } from './runtimes/compare.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -24,7 +24,7 @@ function serve(headers) {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://localhost');
     const [root, rel] = url.pathname.startsWith('/reference/')
-      ? [REFERENCE_DIR, url.pathname.slice('/reference/'.length)] : [REPO, url.pathname.slice(1)];
+      ? [FIXTURE_DIR, url.pathname.slice('/reference/'.length)] : [REPO, url.pathname.slice(1)];
     const file = path.resolve(root, decodeURIComponent(rel));
     if (!file.startsWith(path.resolve(root) + path.sep) || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
       res.writeHead(404).end();

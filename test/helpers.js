@@ -9,7 +9,12 @@ import { f16Bytes, l1, configOptions } from './reference.js';
 export { l1 };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const REFERENCE_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
+/** The reference cases kept in the repository (fixtures/README.md); the tests need every one. */
+export const FIXTURE_DIR = path.resolve(here, '../fixtures/reference');
+export const FIXTURE_CASES = ['ragged_1000', 'stories260K_L0', 'stories260K_L1', 'stories260K_L2', 'stories260K_L3', 'stories260K_L4', 'video_4x32x32'];
+/** The project's full set, where it is at hand: its other cases are run too. */
+const EXTRA_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
+export const MODEL_FILE = path.resolve(here, '../fixtures/models/stories260K.bin');
 
 /** Seeded uniform [0, 1) generator (mulberry32). */
 export function rng(seed) {
@@ -254,14 +259,27 @@ export function compareMasks(a, b, phat, dims, { causal, Nq, Nk, blockQ, blockK,
 
 export const readF16 = (file) => f16Bytes(fs.readFileSync(file));
 
+const isCase = (dir, n) => fs.existsSync(path.join(dir, n, 'meta.json'));
+
+/** The folder of each reference case: the repository's fixtures, then any others at hand. */
+function caseDirs() {
+  const missing = FIXTURE_CASES.filter((n) => !isCase(FIXTURE_DIR, n));
+  if (missing.length) throw new Error(`fixtures/reference lacks ${missing.join(', ')}: the repository is incomplete`);
+  const dirs = new Map(FIXTURE_CASES.map((n) => [n, path.join(FIXTURE_DIR, n)]));
+  if (fs.existsSync(EXTRA_DIR)) {
+    for (const n of fs.readdirSync(EXTRA_DIR)) if (!dirs.has(n) && isCase(EXTRA_DIR, n)) dirs.set(n, path.join(EXTRA_DIR, n));
+  }
+  return dirs;
+}
+
 export function referenceCases() {
-  if (!fs.existsSync(REFERENCE_DIR)) return [];
-  return fs.readdirSync(REFERENCE_DIR).filter((n) => fs.existsSync(path.join(REFERENCE_DIR, n, 'meta.json'))).sort();
+  return [...caseDirs().keys()].sort();
 }
 
 /** One reference case: its meta, q/k/v as 3-d HND tensors, and per-config masks and outputs. */
 export function loadCase(name) {
-  const dir = path.join(REFERENCE_DIR, name);
+  const dir = caseDirs().get(name);
+  if (!dir) throw new Error(`no reference case ${name} in fixtures/reference or ${EXTRA_DIR}`);
   const meta = JSON.parse(fs.readFileSync(path.join(dir, 'meta.json'), 'utf8'));
   const t = (f) => tensor(readF16(path.join(dir, `${f}.f16`)), meta.files[f]);
   const configs = meta.configs.map((c) => ({

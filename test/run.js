@@ -19,8 +19,8 @@ for (const f of files) {
   passed += ok;
   failed += total - ok;
   skipped += skip;
-  // A skipped test says why in a line of its own: show it even when the file passes.
-  for (const why of out.match(/skipped: .*/g) ?? []) console.log(`  ${why}`);
+  // A skipped test says why in a line of its own, and a note says what ran: show them even when the file passes.
+  for (const why of out.match(/^(skipped|note): .*/gm) ?? []) console.log(`  ${why}`);
   if (r.status !== 0 || total + skip === 0) {
     if (total === ok) crashed++;
     process.stdout.write(out);

@@ -11,6 +11,6 @@ const specifier = process.argv[2] ?? '../../dist/src/index.js';
 const { createSparge } = await import(specifier);
 const root = process.env.SPARGE_REFERENCE
   ? pathToFileURL(`${process.env.SPARGE_REFERENCE}/`)
-  : new URL('../../../shared/reference/', import.meta.url);
+  : new URL('../../fixtures/reference/', import.meta.url);
 const d = await digest(createSparge, (file) => readFile(new URL(file, root)));
 process.stdout.write(`${JSON.stringify({ specifier, ...d })}\n`);
