@@ -3,14 +3,15 @@
 //   node bench/attention.js            goals: N=4096, D=64, 1 and 2 threads, FP64 L1, peak memory
 //   node bench/attention.js --sweep    N = 1K..16K, D = 64 and 128, threads 1 and 2 (long; shows progress)
 //   --reps 5   repetitions (interleaved across implementations, medians reported)
-// Every configuration runs in its own Node process (bench/config.js) started with
-// --experimental-wasm-relaxed-simd, so sparge-wasm uses its relaxed-SIMD module as it would in
-// Deno, Bun or Chromium. Writes bench/results/attention-{goals,sweep}.{json,md} and SVG plots.
+// Every configuration runs in its own Node process (bench/config.js) with relaxed SIMD (Node 20 is
+// started with --experimental-wasm-relaxed-simd), so sparge-wasm uses its relaxed-SIMD module as it
+// would in Deno, Bun or Chromium. Writes bench/results/attention-{goals,sweep}.{json,md} and SVG plots.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { lineChart } from './plot.js';
+import { RELAXED_FLAGS } from '../test/helpers.js';
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const arg = (name, dflt) => {
@@ -25,7 +26,7 @@ const ORT = ['ort-web MatMul-Softmax-MatMul', 'ort-web MultiHeadAttention', 'ort
 
 function config({ n, d, threads, impls, reps: r = reps, extra = [] }) {
   const t0 = Date.now();
-  const args = ['--experimental-wasm-relaxed-simd', here('./config.js'), '--n', n, '--d', d, '--threads', threads,
+  const args = [...RELAXED_FLAGS, here('./config.js'), '--n', n, '--d', d, '--threads', threads,
     '--reps', r, '--impls', impls.join(','), ...extra].map(String);
   let rows;
   try {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { f16Bytes, l1, configOptions } from './reference.js';
+import { detect } from '../dist/src/loader.js';
 
 export { l1 };
 
@@ -15,6 +16,9 @@ export const FIXTURE_CASES = ['ragged_1000', 'stories260K_L0', 'stories260K_L1',
 /** The project's full set, where it is at hand: its other cases are run too. */
 const EXTRA_DIR = process.env.SPARGE_REFERENCE ?? path.resolve(here, '../../shared/reference');
 export const MODEL_FILE = path.resolve(here, '../fixtures/models/stories260K.bin');
+
+/** Node flags for relaxed SIMD in a child process: Node 20 needs one, Node 24 refuses it as unknown. */
+export const RELAXED_FLAGS = detect().relaxedSimd ? [] : ['--experimental-wasm-relaxed-simd'];
 
 /** Seeded uniform [0, 1) generator (mulberry32). */
 export function rng(seed) {

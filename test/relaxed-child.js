@@ -1,5 +1,5 @@
-// Run by relaxed.test.js in a Node started with --experimental-wasm-relaxed-simd (Deno and Bun
-// need no flag): computes the same calls with both modules and prints how far apart they are.
+// Run by relaxed.test.js in a Node with relaxed SIMD (Node 20 needs --experimental-wasm-relaxed-simd):
+// computes the same calls with both modules and prints how far apart they are.
 import { createSparge } from '../dist/src/index.js';
 import { gaussian, tensor, loadCase, maxAbsDiff, l1, ropeLike } from './helpers.js';
 

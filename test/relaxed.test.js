@@ -5,14 +5,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { RELAXED_FLAGS } from './helpers.js';
 
 const child = fileURLToPath(new URL('./relaxed-child.js', import.meta.url));
 
-test('relaxed and baseline modules agree (Node with --experimental-wasm-relaxed-simd)', () => {
+test('relaxed and baseline modules agree (Node 20 with --experimental-wasm-relaxed-simd, 22 and later as they are)', () => {
   // --liftoff-only keeps every function in V8's baseline compiler, where Node 20 once doubled
   // i32x4.relaxed_dot_i8x16_i7x16_add_s; the default run covers the optimizing tier.
   for (const tier of [[], ['--liftoff-only']]) {
-    const out = execFileSync(process.execPath, ['--experimental-wasm-relaxed-simd', ...tier, child], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [...RELAXED_FLAGS, ...tier, child], { encoding: 'utf8' });
     for (const r of JSON.parse(out)) {
       const where = `${r.name} ${tier.join(' ')}`;
       assert.equal(r.modules, ['baseline', 'relaxed']);
