@@ -179,7 +179,7 @@ async function responseBytes(res: Response): Promise<ArrayBuffer> {
 
 /**
  * build/sparge.<kind>.wasm next to the package. Resolved only when options.wasm is not given, since
- * some runtimes give modules no URL to resolve against (a Worker bundled into a script, workerd).
+ * some runtimes give modules no URL to resolve against (the library bundled into one script, workerd).
  */
 function builtUrl(kind: ModuleKind): URL {
   try {

@@ -35,8 +35,8 @@ export async function workerKind(): Promise<'web' | 'worker_threads' | undefined
 }
 
 /**
- * Makes a worker, naming the cause when the runtime gives modules no URL (a Worker bundled into a
- * script, Cloudflare workerd): there the worker script cannot be located and the URL throws.
+ * Makes a worker, naming the cause when the runtime gives modules no URL (the library bundled into
+ * one script, Cloudflare workerd): there the worker script cannot be located and the URL throws.
  */
 function located<W>(make: () => W): W {
   try {
