@@ -22,6 +22,7 @@ const fmt = (dims: readonly unknown[]) => `[${dims.join(', ')}]`;
 
 /** By tag rather than instanceof, so that arrays made in another realm (a vm context, an iframe) pass. */
 export const isF32 = (x: unknown): x is Float32Array => ArrayBuffer.isView(x) && (x as Float32Array)[Symbol.toStringTag] === 'Float32Array';
+const isU8 = (x: unknown): x is Uint8Array => ArrayBuffer.isView(x) && (x as Uint8Array)[Symbol.toStringTag] === 'Uint8Array';
 
 export function checkTensor(name: string, t: unknown, layout: Layout): Shape {
   if (t === null || typeof t !== 'object') {
@@ -174,7 +175,10 @@ export function checkMask(mask: unknown, dims: readonly number[]): Uint8Array {
     throw new TypeError(`mask must be a BlockMask { data: Uint8Array, dims }, got ${mask === null ? 'null' : typeof mask}`);
   }
   const { data, dims: md } = mask as { data: unknown; dims: unknown };
-  if (!(data instanceof Uint8Array)) throw new TypeError(`mask.data must be a Uint8Array`);
+  if (!isU8(data)) {
+    const got = data === undefined ? 'undefined' : (data as object)?.constructor?.name ?? typeof data;
+    throw new TypeError(`mask.data must be a Uint8Array, got ${got}`);
+  }
   if (!Array.isArray(md) || md.length !== 4 || md.some((d, i) => d !== dims[i])) {
     throw new RangeError(`mask.dims must be ${fmt(dims)} for these inputs and block sizes, got ${Array.isArray(md) ? fmt(md) : String(md)}`);
   }

@@ -100,7 +100,13 @@ const KINDS: readonly ModuleKind[] = ['baseline', 'relaxed', 'baseline-shared', 
 export type WasmSource = BufferSource | URL | string | Response | WebAssembly.Module;
 export type WasmSources = Partial<Record<ModuleKind, WasmSource>>;
 
-const isResponse = (x: unknown): x is Response => typeof Response !== 'undefined' && x instanceof Response;
+// By tag rather than instanceof: the caller may live in another realm than the library (Vercel's
+// edge-runtime evaluates it in a VM context, and a module compiled outside is still a module).
+const tag = (x: unknown) => Object.prototype.toString.call(x);
+const isUrl = (x: unknown): x is URL => tag(x) === '[object URL]';
+const isResponse = (x: unknown): x is Response => tag(x) === '[object Response]';
+const isModule = (x: unknown): x is WebAssembly.Module => tag(x) === '[object WebAssembly.Module]';
+const isBufferSource = (x: unknown): x is BufferSource => tag(x) === '[object ArrayBuffer]' || ArrayBuffer.isView(x);
 
 /** Validates options.wasm; strings become URLs here so that a bad one is refused up front. */
 export function checkWasm(wasm: unknown): WasmSources | undefined {
@@ -120,7 +126,7 @@ export function checkWasm(wasm: unknown): WasmSources | undefined {
       } catch {
         throw new TypeError(`options.wasm.${key} is not a valid URL: ${JSON.stringify(src)}`);
       }
-    } else if (src instanceof URL || src instanceof ArrayBuffer || ArrayBuffer.isView(src) || isResponse(src) || src instanceof WebAssembly.Module) {
+    } else if (isUrl(src) || isBufferSource(src) || isResponse(src) || isModule(src)) {
       out[key as ModuleKind] = src;
     } else {
       const got = src === null ? 'null' : (src as object)?.constructor?.name ?? typeof src;
@@ -171,12 +177,25 @@ async function responseBytes(res: Response): Promise<ArrayBuffer> {
   return res.arrayBuffer();
 }
 
+/**
+ * build/sparge.<kind>.wasm next to the package. Resolved only when options.wasm is not given, since
+ * some runtimes give modules no URL to resolve against (the library bundled into one script, workerd).
+ */
+function builtUrl(kind: ModuleKind): URL {
+  try {
+    return new URL(`../../build/sparge.${kind}.wasm`, import.meta.url);
+  } catch (e) {
+    const why = typeof import.meta.url === 'string' ? (e as Error).message : 'this runtime gives modules no URL (import.meta.url is undefined)';
+    throw new Error(`sparge-wasm cannot locate build/sparge.${kind}.wasm: ${why}; pass the builds with options.wasm`);
+  }
+}
+
 /** Compiles one build, from options.wasm when given, else from build/ next to the package. */
 export async function compileModule(kind: ModuleKind, sources?: WasmSources): Promise<WebAssembly.Module> {
-  const src = sources ? sources[kind] : new URL(`../../build/sparge.${kind}.wasm`, import.meta.url);
+  const src = sources ? sources[kind] : builtUrl(kind);
   if (src === undefined) throw new RangeError(`options.wasm holds no '${kind}' module, which this engine needs`);
-  if (src instanceof URL) return WebAssembly.compile(await readBytes(src));
+  if (isUrl(src)) return WebAssembly.compile(await readBytes(src));
   if (isResponse(src)) return WebAssembly.compile(await responseBytes(src));
-  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return WebAssembly.compile(src as BufferSource);
+  if (isBufferSource(src)) return WebAssembly.compile(src);
   return src as WebAssembly.Module;
 }

@@ -20,8 +20,6 @@ interface Listener {
   died(why: string): void;
 }
 
-const WORKER_URL = new URL('./worker.js', import.meta.url);
-
 /** Which worker API this runtime has: Web Workers first (Deno, Bun, browsers), then Node's. */
 export async function workerKind(): Promise<'web' | 'worker_threads' | undefined> {
   if (typeof (globalThis as { Worker?: unknown }).Worker === 'function') return 'web';
@@ -36,9 +34,24 @@ export async function workerKind(): Promise<'web' | 'worker_threads' | undefined
   return undefined;
 }
 
+/**
+ * Makes a worker, naming the cause when the runtime gives modules no URL (the library bundled into
+ * one script, Cloudflare workerd): there the worker script cannot be located and the URL throws.
+ */
+function located<W>(make: () => W): W {
+  try {
+    return make();
+  } catch (e) {
+    if (typeof import.meta.url === 'string') throw e;
+    throw new Error('the worker script ./worker.js cannot be located: this runtime gives modules no URL (import.meta.url is undefined)');
+  }
+}
+
+// The worker's URL is built when a worker starts, not at import, so that such a runtime still loads
+// the library (on one thread); it stays inline in `new Worker(new URL(...))` for bundlers to follow.
 async function spawn(kind: 'web' | 'worker_threads', on: Listener): Promise<Port> {
   if (kind === 'web') {
-    const w = new Worker(WORKER_URL, { type: 'module' }) as Worker & { ref?(): void; unref?(): void };
+    const w: Worker & { ref?(): void; unref?(): void } = located(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
     w.onmessage = (e) => on.message(e.data as FromWorker);
     w.onerror = (e) => { e.preventDefault?.(); on.died(e.message || 'worker error'); };
     return { post: (m) => w.postMessage(m), ref: () => w.ref?.(), unref: () => w.unref?.(), terminate: () => w.terminate() };
@@ -46,7 +59,7 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener): Promise<Port
   const { Worker: NodeWorker } = await import('node:worker_threads');
   // Workers need none of the parent's Node flags, and some would stop them from starting
   // (`node --input-type=module -e ...`); V8's flags are process-wide and reach them anyway.
-  const w = new NodeWorker(WORKER_URL, { execArgv: [] });
+  const w = located(() => new NodeWorker(new URL('./worker.js', import.meta.url), { execArgv: [] }));
   w.on('message', (m: FromWorker) => on.message(m));
   w.on('error', (e: Error) => on.died(`${e.name}: ${e.message}`));
   w.on('exit', (code: number) => on.died(`worker exited with code ${code}`));
