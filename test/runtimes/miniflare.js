@@ -1,5 +1,5 @@
-// Runs the library in Cloudflare's workerd through miniflare (which needs Node 22, so
-// test/edge.test.js runs this file with the node22 devDependency's binary). The unbundled dist/
+// Runs the library in Cloudflare's workerd through miniflare (which needs Node 22: test/edge.test.js
+// runs this file with a Node of 22 or later). The unbundled dist/
 // modules and a CompiledWasm module for build/sparge.baseline.wasm are listed explicitly, since
 // without nodejs_compat miniflare's module discovery refuses the library's node: imports (which it
 // only reaches in Node). stdin: q, k and v as float32, one after another; argv[2]: their dims as
