@@ -11,8 +11,8 @@
 // Sums over long key ranges are blocked: O and l accumulate FOLD key blocks at a time in scratch
 // and are then added into the running totals, so float32 rounding grows with the number of
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
-import { P } from './params';
-import { param, paramf, ptr, exp2v, zeroRow, madd } from './simd';
+import { P, Head } from './params';
+import { param, paramf, ptr, exp2v, zeroRow, madd, headParamf } from './simd';
 import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
@@ -43,7 +43,6 @@ export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nq = param(p, P.NQ), nk = param(p, P.NK), bq = param(p, P.BQ), bk = param(p, P.BK);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB), causal = param(p, P.CAUSAL) != 0;
-  const lambda = f32x4.splat(sparse ? paramf(p, P.PV_THRESHOLD) : Infinity);
   const shift = nk - nq;
 
   // Weights are 2^(s - m - vshift): input_range's guard against P.V overflow, 0 for most inputs.
@@ -61,7 +60,8 @@ export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
 
   for (let t = t0; t < t1; t++) {
     const bh = t / nqb, i = t - bh * nqb;
-    const bhk = (bh / h) * hkv + (bh % h) / (h / hkv);
+    const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
+    const lambda = f32x4.splat(sparse ? headParamf(p, head, Head.PV) : Infinity);
     const row0 = i * bq, rows = min(bq, nq - row0);
     const out = ptr(p, P.OUT) + <usize>t * bq * rowBytes;
     const q = qBase + <usize>t * bq * qBytes;

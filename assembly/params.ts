@@ -6,7 +6,7 @@ export enum P {
   // shapes
   B, H, HKV, NQ, NK, DP, BQ, BK, NQB, NKB,
   // options (0/1 flags and integers)
-  CAUSAL, SINK, CDF_MODE, NKEEP,
+  CAUSAL, SINK, CDF_MODE,
   // 1: INT8 QK with the relaxed i8 x i7 dot (relaxed module only), 0: with i32x4.dot_i16x8_s
   QK_MODE,
   // 1: Stage 2 broadcasts Q and P lanes by shuffling a loaded vector, 0: by load32_splat
@@ -14,7 +14,7 @@ export enum P {
   // set by input_range: 0 go on, 1 NaN or Infinity in an input, 2 scores beyond float32's range
   STATUS,
   // f32 options (SCALE and QK_MUL as input_range leaves them, see check.ts)
-  SCALE, QK_MUL, SIM_THRESHOLD, CDF, PV_THRESHOLD,
+  SCALE, QK_MUL,
   // f64 (two slots each, written by TypeScript): scale, and scale * log2(e)
   SCALE64, SCALE64_HI, QK_MUL64, QK_MUL64_HI,
   // set by input_range: max |x| of Q, K and V (f32), powers of two Q and K are multiplied by (i32
@@ -22,6 +22,15 @@ export enum P {
   QMAX, KMAX, VMAX, QEXP, KEXP, VSHIFT,
   // byte offsets of the buffers
   Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT, TILEMAX,
+  // per query head: a record of Head.COUNT 4-byte fields (Stage 1 and Stage 2 settings)
+  HEADS,
   SCRATCH, SCRATCH_STRIDE,
+  COUNT,
+}
+
+/** Fields of a query head's record in the HEADS buffer: per-head settings of Stage 1 and Stage 2. */
+export enum Head {
+  // key blocks to keep (top-k mode, i32), the CDF threshold (f32), simThreshold (f32), pvThreshold (f32)
+  NKEEP, CDF, SIM, PV,
   COUNT,
 }

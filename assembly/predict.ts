@@ -1,7 +1,7 @@
 // Stage 1: block prediction. Pool each query/key block to its mean, measure the block's
 // self-similarity, score the compressed attention map and keep the key blocks that matter.
-import { P } from './params';
-import { param, paramf, ptr, dotRow, madd, hsum } from './simd';
+import { P, Head } from './params';
+import { param, paramf, ptr, dotRow, madd, hsum, headParam, headParamf } from './simd';
 
 // Mean of the block's valid rows (minus `mean`, the K smoothing) into dst, and the block's
 // self-similarity: the mean pairwise cosine, |sum_a x_a / |x_a||^2 / n^2, in O(nD).
@@ -115,12 +115,13 @@ function sortBlocks(prob: usize, order: usize, n: i32): void {
 export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB);
-  const thr = paramf(p, P.SIM_THRESHOLD), scale = paramf(p, P.SCALE);
+  const scale = paramf(p, P.SCALE);
   const prob = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
   const order = prob + (<usize>nkb << 3);
   for (let t = t0; t < t1; t++) {
     const bh = t / nqb, i = t - bh * nqb;
-    const bhk = (bh / h) * hkv + (bh % h) / (h / hkv);
+    const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
+    const thr = headParamf(p, head, Head.SIM);
     const qbar = ptr(p, P.QBAR) + (<usize>t * dp << 2);
     const kbar = ptr(p, P.KBAR) + (<usize>bhk * nkb * dp << 2);
     const ksim = ptr(p, P.KSIM) + (<usize>bhk * nkb << 2);
@@ -144,9 +145,9 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     if (sum > 0) for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), load<f64>(prob + (<usize>j << 3)) / sum);
     sortBlocks(prob, order, nkb);
 
-    let keep = param(p, P.NKEEP);
+    let keep = headParam(p, head, Head.NKEEP);
     if (param(p, P.CDF_MODE)) {
-      const tau = <f64>paramf(p, P.CDF);
+      const tau = <f64>headParamf(p, head, Head.CDF);
       let run = 0.0;
       keep = 0;
       while (keep < nkb) {

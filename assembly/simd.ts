@@ -1,6 +1,6 @@
 // Small vector helpers shared by every stage. Each is inlined, so the relaxed/baseline choice is made
 // at compile time (ASC_FEATURE_RELAXED_SIMD) and costs nothing in the hot loops.
-import { P } from './params';
+import { P, Head } from './params';
 
 @inline export function param(p: usize, slot: P): i32 {
   return load<i32>(p + (<usize>slot << 2));
@@ -12,6 +12,19 @@ import { P } from './params';
 
 @inline export function ptr(p: usize, slot: P): usize {
   return <usize>load<u32>(p + (<usize>slot << 2));
+}
+
+@inline function headField(p: usize, h: i32, field: Head): usize {
+  return ptr(p, P.HEADS) + ((<usize>h * Head.COUNT + field) << 2);
+}
+
+/** Query head h's setting `field` (params.ts, Head). */
+@inline export function headParam(p: usize, h: i32, field: Head): i32 {
+  return load<i32>(headField(p, h, field));
+}
+
+@inline export function headParamf(p: usize, h: i32, field: Head): f32 {
+  return load<f32>(headField(p, h, field));
 }
 
 /**

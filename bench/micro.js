@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { dimsOf, plan, writeParams } from '../dist/src/memory.js';
-import { P } from '../dist/assembly/params.js';
+import { P, Head } from '../dist/assembly/params.js';
 import { rng } from '../test/helpers.js';
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
@@ -90,7 +90,9 @@ async function measure(kind) {
   for (const slot of [P.Q, P.K, P.V]) {
     fill(p.at[slot] >> 2, 8 * 4096 * 64, (a, i) => { big[a + i] = Math.sin(i * 0.001 + (i % 64)) + 0.1 * (r() - 0.5); });
   }
-  new Int32Array(memory.buffer, p.params, P.COUNT)[P.NKEEP] = 16;
+  // Top-k 16 of 64 key blocks for every head; simThreshold and pvThreshold stay 0.
+  const heads = new Int32Array(memory.buffer, p.at[P.HEADS], 8 * Head.COUNT);
+  for (let h = 0; h < 8; h++) heads[h * Head.COUNT + Head.NKEEP] = 16;
   const elems = 8 * 4096 * 64;
   // One tile per kernel call, as the engine's calling-thread path runs them, without its promise.
   const stage = (name, n) => () => {

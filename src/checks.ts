@@ -105,9 +105,10 @@ export function checkBool(name: string, x: unknown, dflt: boolean): boolean {
   return x;
 }
 
-export function checkNumber(name: string, x: unknown, dflt: number, lo: number, hi: number, open = ''): number {
-  if (x === undefined) return dflt;
-  if (typeof x !== 'number') throw new TypeError(`options.${name} must be a number, got ${typeof x}`);
+/** required: an entry of an array, where undefined is not "the default" but a hole. */
+export function checkNumber(name: string, x: unknown, dflt: number, lo: number, hi: number, open = '', required = false): number {
+  if (x === undefined && !required) return dflt;
+  if (typeof x !== 'number') throw new TypeError(`options.${name} must be a number, got ${x === null ? 'null' : typeof x}`);
   const loOk = open.includes('(') ? x > lo : x >= lo;
   const hiOk = open.includes(')') ? x < hi : x <= hi;
   if (Number.isNaN(x) || !loOk || !hiOk) {
@@ -118,6 +119,20 @@ export function checkNumber(name: string, x: unknown, dflt: number, lo: number, 
 }
 
 /** A block size; name is the argument's full name (options.blockQ, mask.blockQ). */
+/**
+ * A per-head setting: one number for every query head, or an array of one per head (length H).
+ * Each entry is checked as checkNumber does, and named by its index.
+ */
+export function checkPerHead(name: string, x: unknown, dflt: number, lo: number, hi: number, open: string, H: number): number[] {
+  if (x === undefined || typeof x === 'number') return new Array<number>(H).fill(checkNumber(name, x, dflt, lo, hi, open));
+  if (!Array.isArray(x) && !ArrayBuffer.isView(x)) {
+    throw new TypeError(`options.${name} must be a number or an array of one per query head, got ${x === null ? 'null' : typeof x}`);
+  }
+  const a = Array.from(x as ArrayLike<unknown>);
+  if (a.length !== H) throw new RangeError(`options.${name} must have one entry per query head (${H}), got ${a.length}`);
+  return a.map((v, i) => checkNumber(`${name}[${i}]`, v, dflt, lo, hi, open, true));
+}
+
 export function checkBlock(name: string, x: unknown, dflt: number): number {
   if (x === undefined) return dflt;
   if (typeof x !== 'number' || !Number.isInteger(x)) {

@@ -1,9 +1,9 @@
 // The engine behind createSparge(): checks a call, lays its buffers out in WebAssembly memory,
 // runs the stages' kernels over their tiles and reads the results back.
-import { P } from '../assembly/params.js';
+import { P, Head } from '../assembly/params.js';
 import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
-  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
+  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
 } from './checks.js';
 import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
@@ -25,13 +25,16 @@ export interface BlockMask {
   sparsity: number;
 }
 
+/** A setting for every query head, or an array of one per query head. */
+export type PerHead = number | readonly number[];
+
 export interface SpargeOptions {
   causal?: boolean;
   scale?: number;
-  topk?: number;
-  cdfThreshold?: number;
-  simThreshold?: number;
-  pvThreshold?: number;
+  topk?: PerHead;
+  cdfThreshold?: PerHead;
+  simThreshold?: PerHead;
+  pvThreshold?: PerHead;
   attentionSink?: boolean;
   smoothK?: boolean;
   blockQ?: number;
@@ -70,10 +73,11 @@ const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal'
 export const DEFAULT_BLOCK_Q = 64;
 export const DEFAULT_BLOCK_K = 64;
 
+/** Stage 1's settings, one entry per query head. */
 interface Stage1Options {
-  topk?: number;
-  cdfThreshold?: number;
-  simThreshold: number;
+  topk?: number[];
+  cdfThreshold?: number[];
+  simThreshold: number[];
   attentionSink: boolean;
 }
 
@@ -338,17 +342,23 @@ export class Engine {
     ];
   }
 
+  /** The per-head records of Stage 1 and Stage 2 (params.ts, Head). */
+  private headTable(c: Call): { i32: Int32Array; f32: Float32Array } {
+    const at = this.plan!.at[P.HEADS]!, n = c.dims.H * Head.COUNT;
+    return { i32: new Int32Array(this.memory.buffer, at, n), f32: new Float32Array(this.memory.buffer, at, n) };
+  }
+
   private predictStages(c: Call, o: Stage1Options): Stage[] {
     const d = c.dims;
-    const { i32, f32 } = this.params();
-    if (o.cdfThreshold !== undefined) {
-      i32[P.CDF_MODE] = 1;
-      f32[P.CDF] = o.cdfThreshold;
-    } else {
-      i32[P.NKEEP] = Math.max(1, Math.floor(o.topk! * d.NKB));
+    const { i32, f32 } = this.headTable(c);
+    this.params().i32[P.CDF_MODE] = o.cdfThreshold ? 1 : 0;
+    this.params().i32[P.SINK] = o.attentionSink ? 1 : 0;
+    for (let h = 0; h < d.H; h++) {
+      const r = h * Head.COUNT;
+      if (o.cdfThreshold) f32[r + Head.CDF] = o.cdfThreshold[h];
+      else i32[r + Head.NKEEP] = Math.max(1, Math.floor(o.topk![h] * d.NKB));
+      f32[r + Head.SIM] = o.simThreshold[h];
     }
-    f32[P.SIM_THRESHOLD] = o.simThreshold;
-    i32[P.SINK] = o.attentionSink ? 1 : 0;
     return [
       ['pool_q', d.B * d.H * d.NQB],
       ['pool_k', d.B * d.HKV * d.NKB],
@@ -356,8 +366,9 @@ export class Engine {
     ];
   }
 
-  private attendStages(c: Call, pvThreshold: number): Stage[] {
-    this.params().f32[P.PV_THRESHOLD] = pvThreshold;
+  private attendStages(c: Call, pvThreshold: number[]): Stage[] {
+    const { f32 } = this.headTable(c);
+    for (let h = 0; h < c.dims.H; h++) f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
     return [['attend_sparse', c.dims.B * c.dims.H * c.dims.NQB]];
   }
 
@@ -368,14 +379,13 @@ export class Engine {
     return { data, dims: [d.B, d.H, d.NQB, d.NKB], blockQ: d.BQ, blockK: d.BK, sparsity: sparsityOf(data, d, c.causal) };
   }
 
-  /** Option checks shared by attention() and predictMask(), done before anything runs. */
-  private sparseOptions(options: unknown, keys: readonly string[]) {
-    const o = checkOptions(options, keys);
+  /** Option checks shared by attention() and predictMask(), done before anything runs; H query heads. */
+  private sparseOptions(o: Record<string, unknown>, H: number) {
     const parsed = {
-      topk: checkNumber('topk', o.topk, 0.5, 0, 1, '(]'),
-      cdfThreshold: checkNumber('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]'),
-      simThreshold: checkNumber('simThreshold', o.simThreshold, -0.1, -Infinity, Infinity, '()'),
-      pvThreshold: checkNumber('pvThreshold', o.pvThreshold, 50, 0, Infinity),
+      topk: checkPerHead('topk', o.topk, 0.5, 0, 1, '(]', H),
+      cdfThreshold: checkPerHead('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]', H),
+      simThreshold: checkPerHead('simThreshold', o.simThreshold, -0.1, -Infinity, Infinity, '()', H),
+      pvThreshold: checkPerHead('pvThreshold', o.pvThreshold, 50, 0, Infinity, '', H),
       attentionSink: checkBool('attentionSink', o.attentionSink, false),
       smoothK: checkBool('smoothK', o.smoothK, true),
       returnMask: checkBool('returnMask', o.returnMask, false),
@@ -389,12 +399,13 @@ export class Engine {
       simThreshold: parsed.simThreshold,
       attentionSink: parsed.attentionSink,
     };
-    return { o, parsed, stage1 };
+    return { parsed, stage1 };
   }
 
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const { o, parsed, stage1 } = this.sparseOptions(options, SPARGE_KEYS);
+    const o = checkOptions(options, SPARGE_KEYS);
     const c = this.call(q, k, v, o, true);
+    const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
     return this.submit(c, 'sparse', { q, k, v }, async (inputs) => {
       const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
       await this.run(c, [mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], inputs);
@@ -406,8 +417,9 @@ export class Engine {
   }
 
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask> {
-    const { o, parsed, stage1 } = this.sparseOptions(options, MASK_KEYS);
+    const o = checkOptions(options, MASK_KEYS);
     const c = this.call(q, k, undefined, o, false);
+    const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
     return this.submit(c, 'mask', { q, k }, async (inputs) => {
       this.clearMeans(c);
       const d = c.dims;
@@ -417,11 +429,12 @@ export class Engine {
   }
 
   blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const { o, parsed } = this.sparseOptions(options, SPARGE_KEYS);
+    const o = checkOptions(options, SPARGE_KEYS);
     const given = mask as Partial<BlockMask> | undefined;
     const bq = blockOf('Q', given?.blockQ, o.blockQ, DEFAULT_BLOCK_Q);
     const bk = blockOf('K', given?.blockK, o.blockK, DEFAULT_BLOCK_K);
     const c = this.call(q, k, v, o, true, bq, bk);
+    const { parsed } = this.sparseOptions(o, c.q.H);
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
     return this.submit(c, 'sparse', { q, k, v, mask: m }, async (inputs) => {

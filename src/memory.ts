@@ -1,7 +1,7 @@
 // Layout of one call's buffers in WebAssembly memory. TypeScript owns the memory: kernels allocate
 // nothing and find every buffer through the parameter block (assembly/params.ts), so the same
 // layout can later be read by several instances sharing the memory.
-import { P } from '../assembly/params.js';
+import { P, Head } from '../assembly/params.js';
 
 export const PAGE = 65536;
 /** wasm32 addresses 4 GiB; engines may refuse less, which grow() reports. */
@@ -69,6 +69,7 @@ export function plan(d: Dims, job: Job, workers: number, attnScratch: number): P
     at[P.KBAR] = take(kBlocks * d.DP * 4);
     at[P.KSIM] = take(kBlocks * 4);
     at[P.MASK] = take(qBlocks * d.NKB);
+    at[P.HEADS] = take(d.H * Head.COUNT * 4);
   }
   if (job === 'sparse') {
     at[P.QC] = take(qRows * d.DP * 2);
