@@ -8,10 +8,11 @@ import type { TensorLike, BlockMaskLike } from './checks.js';
 import { checkOptions } from './checks.js';
 import { MAX_BYTES, PAGE } from './memory.js';
 import { Pool, workerKind } from './pool.js';
+import { type Sample, type CalibrateOptions, type Calibration, type TunedParams, calibrate } from './calibrate.js';
 
 export type {
   Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, Features, SimdChoice,
-  ModuleKind, WasmSource, WasmSources, Int8Dot, Splat,
+  ModuleKind, WasmSource, WasmSources, Int8Dot, Splat, Sample, CalibrateOptions, Calibration, TunedParams,
 };
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 
@@ -49,6 +50,8 @@ export interface Sparge {
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask>;
   blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult>;
   denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor>;
+  /** the sparsest per-head settings whose output stays within options.target on the samples */
+  calibrate(samples: Sample | Sample[], options?: CalibrateOptions): Promise<Calibration>;
   dispose(): Promise<void>;
 }
 
@@ -140,6 +143,7 @@ export async function createSparge(options: CreateOptions = {}): Promise<Sparge>
     predictMask: async (q, k, opts) => live().predictMask(q, k, opts),
     blockSparseAttention: async (q, k, v, mask, opts) => live().blockSparseAttention(q, k, v, mask, opts),
     denseAttention: async (q, k, v, opts) => live().denseAttention(q, k, v, opts),
+    calibrate: async (samples, opts) => calibrate(live(), samples, opts),
     dispose: async () => {
       const e = engine;
       engine = undefined;
