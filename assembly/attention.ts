@@ -12,7 +12,7 @@
 // and are then added into the running totals, so float32 rounding grows with the number of
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
-import { param, paramf, ptr, exp2v, zeroRow, madd, headParamf } from './simd';
+import { param, paramf, ptr, exp2v, zeroRow, madd, headParam, headParamf } from './simd';
 import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
@@ -37,9 +37,15 @@ export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
   return v128.bitselect(f32x4.splat(0), m, f32x4.eq(m, NEG_INF));
 }
 
-// T: the QK element type (f32 is the dense path, the INT8 ones the sparse path); B: the broadcast.
-@inline function attend<T, B>(p: usize, t0: i32, t1: i32, worker: i32): void {
-  const sparse = !isFloat<T>();
+/** M for the block-sparse path: the mask and pvThreshold's skipping apply. */
+type Masked = i32;
+/** M for dense attention: every allowed block, nothing skipped. */
+type Full = i64;
+
+// T: the QK element type (f32, or INT8 codes: i16 or i8, see microkernels.ts); B: the broadcast;
+// M: block-sparse or dense. FP32 QK also serves block-sparse heads whose INT8 error is too large.
+@inline function attend<T, B, M>(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const sparse = sizeof<M>() == 4;
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nq = param(p, P.NQ), nk = param(p, P.NK), bq = param(p, P.BQ), bk = param(p, P.BK);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB), causal = param(p, P.CAUSAL) != 0;
@@ -182,14 +188,23 @@ export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
   }
 }
 
-/** Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot, P.SPLAT the broadcast): tile = (b * H + h) * NQB + i. */
+/**
+ * Stage 2 over the block mask: tile = (b * H + h) * NQB + i. QK in INT8 (P.QK_MODE picks the dot),
+ * or in FP32 for heads whose record says so; P.SPLAT picks the broadcast.
+ */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
-  const shuf = param(p, P.SPLAT) != 0;
-  if (param(p, P.QK_MODE)) {
-    if (shuf) attend<i8, SplatByShuffle>(p, t0, t1, worker);
-    else attend<i8, SplatByLoad>(p, t0, t1, worker);
-  } else if (shuf) attend<i16, SplatByShuffle>(p, t0, t1, worker);
-  else attend<i16, SplatByLoad>(p, t0, t1, worker);
+  const shuf = param(p, P.SPLAT) != 0, relaxed = param(p, P.QK_MODE) != 0;
+  const h = param(p, P.H), nqb = param(p, P.NQB);
+  for (let t = t0; t < t1; t++) {
+    if (headParam(p, (t / nqb) % h, Head.FP32)) {
+      if (shuf) attend<f32, SplatByShuffle, Masked>(p, t, t + 1, worker);
+      else attend<f32, SplatByLoad, Masked>(p, t, t + 1, worker);
+    } else if (relaxed) {
+      if (shuf) attend<i8, SplatByShuffle, Masked>(p, t, t + 1, worker);
+      else attend<i8, SplatByLoad, Masked>(p, t, t + 1, worker);
+    } else if (shuf) attend<i16, SplatByShuffle, Masked>(p, t, t + 1, worker);
+    else attend<i16, SplatByLoad, Masked>(p, t, t + 1, worker);
+  }
 }
 
 /**
@@ -204,6 +219,6 @@ export function relaxed_dot_probe(b: i32): i32 {
 
 /** Dense FP32 flash attention (no mask, no skipping): tile = (b * H + h) * NQB + i. */
 export function attend_dense(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle>(p, t0, t1, worker);
-  else attend<f32, SplatByLoad>(p, t0, t1, worker);
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad, Full>(p, t0, t1, worker);
 }

@@ -30,7 +30,8 @@ export enum P {
 
 /** Fields of a query head's record in the HEADS buffer: per-head settings of Stage 1 and Stage 2. */
 export enum Head {
-  // key blocks to keep (top-k mode, i32), the CDF threshold (f32), simThreshold (f32), pvThreshold (f32)
-  NKEEP, CDF, SIM, PV,
+  // key blocks to keep (top-k mode, i32), the CDF threshold (f32), simThreshold (f32), pvThreshold
+  // (f32), 1 where the head's QK runs in FP32 instead of INT8 (i32)
+  NKEEP, CDF, SIM, PV, FP32,
   COUNT,
 }

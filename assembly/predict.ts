@@ -150,6 +150,8 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
       const tau = <f64>headParamf(p, head, Head.CDF);
       let run = 0.0;
       keep = 0;
+      // tau = 1 keeps every block, as in exact arithmetic; the rounded running sum can pass 1 early.
+      if (tau >= 1) keep = nkb;
       while (keep < nkb) {
         run += load<f64>(prob + (<usize>load<i32>(order + (<usize>keep << 2)) << 3));
         if (run > tau) break;

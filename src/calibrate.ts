@@ -3,7 +3,7 @@
 // GPU hours, as a handful of calls). Heads are independent, so every candidate evaluation is one
 // attention call per sample that tries a different setting on each head at once: all heads bisect
 // in lockstep, and the cost does not grow with the number of heads.
-import type { AttentionResult, SpargeOptions, Tensor } from './engine.js';
+import type { AttentionResult, QKPrecision, SpargeOptions, Tensor } from './engine.js';
 import { allowedBlocks, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 import { type Layout, type Shape, type TensorLike, checkTensor, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkSignal } from './checks.js';
 import { dimsOf } from './memory.js';
@@ -33,13 +33,15 @@ export interface TunedParams {
   cdfThreshold: number[];
   simThreshold: number[];
   pvThreshold: number[];
+  /** QK's precision per head: FP32 where INT8 alone would take too much of the target */
+  precision: QKPrecision[];
 }
 
 export interface Calibration {
   params: TunedParams;
-  /** per query head, on the samples: Stage 1 sparsity, L1 against exact attention, and whether
-   * INT8 QK alone (every block kept) already exceeds the target */
-  heads: { sparsity: number; l1: number; int8Exceeds: boolean }[];
+  /** per query head, on the samples: Stage 1 sparsity, L1 against exact attention, and L1 of INT8
+   * QK alone (every block kept), which decides the head's precision */
+  heads: { sparsity: number; l1: number; int8L1: number }[];
   /** Stage 1 sparsity over all samples and heads */
   sparsity: number;
   target: number;
@@ -58,14 +60,16 @@ const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal
 // The search. simThreshold on a short grid: the released per-head tunings sit mostly near -1 (no
 // forcing), and a forced block only adds density. cdfThreshold as 1 - 10^-x, bisected over x,
 // where the useful values (0.7 to 0.99999) are evenly spread. pvThreshold as 2^y, bisected over y.
-const SIM_GRID = [-1, 0, 0.5];
+const SIM_GRID = [-1, 0.5];
 const CDF_STEPS = 6, X_LO = 0.5, X_HI = 5;
-const PV_STEPS = 5, Y_LO = -1, Y_HI = Math.log2(50);
+const PV_STEPS = 4, Y_LO = -1, Y_HI = Math.log2(50);
 // Shares of the target: Stage 1 takes most, PV skipping the rest, and the last tenth is headroom
 // for inputs the calibration did not see.
-const STAGE1_SHARE = 0.75, TOTAL_SHARE = 0.9;
-/** Heads whose sparsity stays below this gain too little to pay for Stage 1: they keep every block. */
-const MIN_GAIN = 0.1;
+const STAGE1_SHARE = 0.8, TOTAL_SHARE = 0.9;
+/** Heads whose sparsity stays below this gain less than Stage 1 costs (about 3% of a call): they keep every block. */
+const MIN_GAIN = 0.03;
+/** A head whose INT8 QK alone takes more than this share of the target runs QK in FP32. */
+const INT8_SHARE = 0.5;
 
 const cdfOf = (x: number) => 1 - 10 ** -x;
 
@@ -123,7 +127,10 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   // The dense references, every block kept, the Stage 1 and PV searches, and the final check.
   const total = 1 + 1 + SIM_GRID.length * CDF_STEPS + PV_STEPS + 1;
   let done = 0;
-  const step = () => onProgress?.({ done: ++done, total });
+  const step = () => {
+    done++;
+    onProgress?.({ done, total });
+  };
 
   const refs: Float32Array[] = [];
   for (const s of list) refs.push((await engine.denseAttention(s.q, s.k, s.v, { causal, scale, layout, signal })).data);
@@ -153,8 +160,10 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
     }));
   };
 
-  // Every block kept: what INT8 QK costs alone.
+  // Every block kept: what INT8 QK costs alone. Heads where that leaves too little of the target
+  // for sparsity compute QK in FP32 (twice the QK work, none of the quantization error).
   const full = await evaluate({ cdfThreshold: 1, simThreshold: -1, pvThreshold: 50 });
+  const precision: QKPrecision[] = full.map((r) => (r.l1 > INT8_SHARE * target ? 'f32' : 'int8'));
 
   // Stage 1: per head, the sparsest (simThreshold, cdfThreshold) within its share of the target.
   const best = Array.from({ length: H }, () => ({ sim: -1, cdf: 1, sparsity: 0 }));
@@ -163,7 +172,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
     const ok = new Array<number>(H).fill(Infinity);
     for (let it = 0; it < CDF_STEPS; it++) {
       const mid = lo.map((l, h) => (l + hi[h]) / 2);
-      const r = await evaluate({ cdfThreshold: mid.map(cdfOf), simThreshold: sim, pvThreshold: 50 });
+      const r = await evaluate({ cdfThreshold: mid.map(cdfOf), simThreshold: sim, pvThreshold: 50, precision });
       for (let h = 0; h < H; h++) {
         if (r[h].l1 <= STAGE1_SHARE * target) {
           hi[h] = mid[h];
@@ -185,7 +194,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   const pvThreshold = new Array<number>(H).fill(50);
   for (let it = 0; it < PV_STEPS; it++) {
     const mid = ylo.map((l, h) => (l + yhi[h]) / 2);
-    const r = await evaluate({ cdfThreshold, simThreshold, pvThreshold: mid.map((y) => 2 ** y) });
+    const r = await evaluate({ cdfThreshold, simThreshold, pvThreshold: mid.map((y) => 2 ** y), precision });
     for (let h = 0; h < H; h++) {
       if (r[h].l1 <= TOTAL_SHARE * target) {
         yhi[h] = mid[h];
@@ -196,12 +205,12 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
     }
   }
 
-  const params: TunedParams = { blockQ, blockK, cdfThreshold, simThreshold, pvThreshold };
+  const params: TunedParams = { blockQ, blockK, cdfThreshold, simThreshold, pvThreshold, precision };
   const final = await evaluate(params);
   const selected = final.reduce((a, r) => a + r.sparsity, 0) / H;
   return {
     params,
-    heads: final.map((r, h) => ({ sparsity: r.sparsity, l1: r.l1, int8Exceeds: full[h].l1 > TOTAL_SHARE * target })),
+    heads: final.map((r, h) => ({ sparsity: r.sparsity, l1: r.l1, int8L1: full[h].l1 })),
     sparsity: selected,
     target,
     calls: { dense: 1, sparse: done - 1 },

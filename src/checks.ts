@@ -133,6 +133,18 @@ export function checkPerHead(name: string, x: unknown, dflt: number, lo: number,
   return a.map((v, i) => checkNumber(`${name}[${i}]`, v, dflt, lo, hi, open, true));
 }
 
+/** options.precision of the sparse path: 'int8' or 'f32', for all heads or one per query head; true = f32. */
+export function checkPrecision(x: unknown, H: number): boolean[] {
+  const one = (v: unknown, name: string) => {
+    if (v !== 'int8' && v !== 'f32') throw new TypeError(`options.${name} must be 'int8' or 'f32', got ${JSON.stringify(v) ?? String(v)}`);
+    return v === 'f32';
+  };
+  if (x === undefined) return new Array<boolean>(H).fill(false);
+  if (!Array.isArray(x)) return new Array<boolean>(H).fill(one(x, 'precision'));
+  if (x.length !== H) throw new RangeError(`options.precision must have one entry per query head (${H}), got ${x.length}`);
+  return x.map((v, i) => one(v, `precision[${i}]`));
+}
+
 export function checkBlock(name: string, x: unknown, dflt: number): number {
   if (x === undefined) return dflt;
   if (typeof x !== 'number' || !Number.isInteger(x)) {

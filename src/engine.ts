@@ -3,7 +3,7 @@
 import { P, Head } from '../assembly/params.js';
 import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
-  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
+  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
 } from './checks.js';
 import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
@@ -25,6 +25,8 @@ export interface BlockMask {
   sparsity: number;
 }
 
+export type QKPrecision = 'int8' | 'f32';
+
 /** A setting for every query head, or an array of one per query head. */
 export type PerHead = number | readonly number[];
 
@@ -35,6 +37,8 @@ export interface SpargeOptions {
   cdfThreshold?: PerHead;
   simThreshold?: PerHead;
   pvThreshold?: PerHead;
+  /** QK's precision: 'int8' (SageAttention's scheme, the default) or 'f32', for all heads or per head */
+  precision?: QKPrecision | readonly QKPrecision[];
   attentionSink?: boolean;
   smoothK?: boolean;
   blockQ?: number;
@@ -64,7 +68,7 @@ export interface AttentionResult {
 
 const MASK_KEYS = [
   'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
-  'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask', 'signal',
+  'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask', 'signal', 'precision',
 ] as const;
 const SPARGE_KEYS = [...MASK_KEYS, 'output'] as const;
 const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal'] as const;
@@ -89,6 +93,8 @@ interface Call {
   scale: number;
   output?: Float32Array;
   signal?: AbortSignal;
+  /** per query head, for the sparse path: true where QK runs in FP32 */
+  fp32?: boolean[];
 }
 
 /** A call's inputs; a queued call holds copies of their data. */
@@ -207,7 +213,7 @@ export class Engine {
   /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
   private prepare(c: Call, job: Job): Plan {
     const d = c.dims;
-    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP));
+    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP), c.fp32?.includes(true));
     if (p.end > MAX_BYTES) {
       throw new RangeError(
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
@@ -366,10 +372,16 @@ export class Engine {
     ];
   }
 
+  /** Stage 2 of the sparse path, after packing FP32 Q and K when some heads' QK runs in FP32. */
   private attendStages(c: Call, pvThreshold: number[]): Stage[] {
-    const { f32 } = this.headTable(c);
-    for (let h = 0; h < c.dims.H; h++) f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
-    return [['attend_sparse', c.dims.B * c.dims.H * c.dims.NQB]];
+    const d = c.dims;
+    const { i32, f32 } = this.headTable(c);
+    for (let h = 0; h < d.H; h++) {
+      f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
+      i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
+    }
+    const pack: Stage[] = c.fp32?.includes(true) ? [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB]] : [];
+    return [...pack, ['attend_sparse', d.B * d.H * d.NQB]];
   }
 
   private readMask(c: Call): BlockMask {
@@ -386,6 +398,7 @@ export class Engine {
       cdfThreshold: checkPerHead('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]', H),
       simThreshold: checkPerHead('simThreshold', o.simThreshold, -0.1, -Infinity, Infinity, '()', H),
       pvThreshold: checkPerHead('pvThreshold', o.pvThreshold, 50, 0, Infinity, '', H),
+      fp32: checkPrecision(o.precision, H),
       attentionSink: checkBool('attentionSink', o.attentionSink, false),
       smoothK: checkBool('smoothK', o.smoothK, true),
       returnMask: checkBool('returnMask', o.returnMask, false),
@@ -406,6 +419,7 @@ export class Engine {
     const o = checkOptions(options, SPARGE_KEYS);
     const c = this.call(q, k, v, o, true);
     const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
+    c.fp32 = parsed.fp32;
     return this.submit(c, 'sparse', { q, k, v }, async (inputs) => {
       const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
       await this.run(c, [mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], inputs);
@@ -435,6 +449,7 @@ export class Engine {
     const bk = blockOf('K', given?.blockK, o.blockK, DEFAULT_BLOCK_K);
     const c = this.call(q, k, v, o, true, bq, bk);
     const { parsed } = this.sparseOptions(o, c.q.H);
+    c.fp32 = parsed.fp32;
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
     return this.submit(c, 'sparse', { q, k, v, mask: m }, async (inputs) => {

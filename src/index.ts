@@ -1,5 +1,5 @@
 // sparge-wasm: SpargeAttn (training-free sparse + INT8 quantized attention) on WebAssembly SIMD128.
-import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead } from './engine.js';
+import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead, type QKPrecision } from './engine.js';
 import {
   type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot, type Splat,
   checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot, checkSplat, resolveSplat,
@@ -11,7 +11,7 @@ import { Pool, workerKind } from './pool.js';
 import { type Sample, type CalibrateOptions, type Calibration, type TunedParams, calibrate } from './calibrate.js';
 
 export type {
-  Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, Features, SimdChoice,
+  Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, QKPrecision, Features, SimdChoice,
   ModuleKind, WasmSource, WasmSources, Int8Dot, Splat, Sample, CalibrateOptions, Calibration, TunedParams,
 };
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';

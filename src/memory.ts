@@ -43,7 +43,8 @@ export interface Plan {
  * Byte offsets for a job. Rows are padded to whole blocks and channels to DP (a multiple of 8),
  * with zeros, so that kernels never test for edges inside their hot loops.
  */
-export function plan(d: Dims, job: Job, workers: number, attnScratch: number): Plan {
+/** fp32: the sparse job has heads whose QK runs in FP32, which read packed FP32 Q and K too. */
+export function plan(d: Dims, job: Job, workers: number, attnScratch: number, fp32 = false): Plan {
   const at: Partial<Record<P, number>> = {};
   let end = BASE;
   const take = (bytes: number) => {
@@ -60,10 +61,11 @@ export function plan(d: Dims, job: Job, workers: number, attnScratch: number): P
   if (job !== 'mask') at[P.V] = take(kRows * d.DP * 4);
   // K means, then one row of zeros that the Q kernels use as "no mean".
   at[P.KMEAN] = take((d.B * d.HKV + 1) * d.DP * 4);
-  if (job === 'dense') {
+  if (job === 'dense' || fp32) {
     at[P.QF] = take(qRows * d.DP * 4);
     at[P.KF] = take(kRows * d.DP * 4);
-  } else {
+  }
+  if (job !== 'dense') {
     at[P.QBAR] = take(qBlocks * d.DP * 4);
     at[P.QSIM] = take(qBlocks * 4);
     at[P.KBAR] = take(kBlocks * d.DP * 4);

@@ -34,8 +34,8 @@ test('on the sample every head is within the target, and the settings are sparse
   assert.is(tuned.heads.length, H);
   for (const h of tuned.heads) assert.ok(h.l1 <= target, `head L1 ${h.l1}`);
   assert.ok(tuned.sparsity > 0.5, `sparsity ${tuned.sparsity}`);
-  assert.equal(Object.keys(tuned.params).sort(), ['blockK', 'blockQ', 'cdfThreshold', 'pvThreshold', 'simThreshold']);
-  for (const key of ['cdfThreshold', 'simThreshold', 'pvThreshold']) assert.is(tuned.params[key].length, H);
+  assert.equal(Object.keys(tuned.params).sort(), ['blockK', 'blockQ', 'cdfThreshold', 'precision', 'pvThreshold', 'simThreshold']);
+  for (const key of ['cdfThreshold', 'simThreshold', 'pvThreshold', 'precision']) assert.is(tuned.params[key].length, H);
 });
 
 test('on an unseen input of the same kind: L1 within 1.25 x target overall and 2 x per head', async () => {
@@ -58,7 +58,7 @@ test('progress counts up to its total; the cost is stated in calls', () => {
   assert.equal(tuned.calls, { dense: 1, sparse: progress.length - 1 });
 });
 
-test('a head that cannot gain keeps every block; one whose INT8 error exceeds the target says so', async () => {
+test('a head that cannot gain keeps every block; one whose INT8 error takes the target runs FP32 QK', async () => {
   // Uniform attention (q = 0): no block is negligible, so no head can drop any within a tiny target.
   const flat = { q: tensor(new Float32Array(H * 512 * D), [H, 512, D]), k: half(c.k, 0), v: half(c.v, 0) };
   flat.k = tensor(flat.k.data.subarray(0, H * 512 * D), [H, 512, D]);
@@ -67,8 +67,10 @@ test('a head that cannot gain keeps every block; one whose INT8 error exceeds th
   assert.equal(r.params.cdfThreshold, [1, 1]);
   assert.equal(r.params.simThreshold, [-1, -1]);
   assert.is(r.sparsity, 0);
-  const strict = await sparge.calibrate(seen, { target: 1e-6 });
-  assert.ok(strict.heads.every((h) => h.int8Exceeds), 'INT8 QK alone is far above 1e-6');
+  const strict = await sparge.calibrate(seen, { target: 1e-4 });
+  assert.ok(strict.heads.every((h) => h.int8L1 > 1e-4), 'INT8 QK alone is far above 1e-4');
+  assert.equal(strict.params.precision, ['f32', 'f32']);
+  for (const h of strict.heads) assert.ok(h.l1 <= 1e-4, `FP32 QK meets the target: ${h.l1}`);
 });
 
 test('an AbortSignal ends calibration with its reason; bad arguments are named', async () => {

@@ -205,6 +205,8 @@ export function stage1F64(q, k, o) {
         if (o.cdfThreshold !== undefined) {
           keep = 0;
           let run = 0;
+          // cdfThreshold 1 keeps every block, as exact arithmetic would.
+          if (o.cdfThreshold >= 1) keep = nk;
           while (keep < nk && (run += p[order[keep]]) <= o.cdfThreshold) keep++;
           keep = Math.max(1, keep);
         } else {

@@ -21,6 +21,7 @@ const settings = [
   ['cdfThreshold', { cdfThreshold: [0.5, 0.9, 0.99, 1], simThreshold: -1 }],
   ['simThreshold', { topk: 0.25, simThreshold: [-1, 0.2, 0.6, 0.95] }],
   ['pvThreshold', { topk: 0.5, pvThreshold: [0, 2, 8, 50], causal: true }],
+  ['precision', { topk: 0.5, precision: ['f32', 'int8', 'int8', 'f32'] }],
 ];
 
 for (const [name, opts] of settings) {
@@ -36,7 +37,7 @@ for (const [name, opts] of settings) {
         assert.equal(head(mixed.mask.data, h, per), head(single.mask.data, h, per), `${name} head ${h}: mask`);
         masks.add(head(single.mask.data, h, per).join(''));
       }
-      if (name !== 'pvThreshold') assert.ok(masks.size > 1, `${name}: the entries should give different masks`);
+      if (!['pvThreshold', 'precision'].includes(name)) assert.ok(masks.size > 1, `${name}: the entries should give different masks`);
       const stage1 = await e.predictMask(q, k, opts);
       assert.equal(Array.from(stage1.data), Array.from(mixed.mask.data), 'predictMask agrees');
       const blocks = await e.blockSparseAttention(q, k, v, stage1, { ...opts, topk: undefined, cdfThreshold: undefined, simThreshold: undefined });
@@ -44,6 +45,16 @@ for (const [name, opts] of settings) {
     }
   });
 }
+
+test("precision 'f32' with every block kept and no skipping is bitwise dense attention", async () => {
+  for (const e of engines) {
+    for (const causal of [false, true]) {
+      const dense = await e.denseAttention(q, k, v, { causal });
+      const f32 = await e.attention(q, k, v, { causal, topk: 1, simThreshold: -1, pvThreshold: Infinity, precision: 'f32' });
+      assert.equal(Array.from(f32.output.data), Array.from(dense.data));
+    }
+  }
+});
 
 test('per-head settings are JSON: arrays survive JSON.stringify and JSON.parse', async () => {
   const params = { cdfThreshold: [0.9, 0.97, 1, 0.95], simThreshold: [-0.1, 0.2, 0.3, 0.4], pvThreshold: [8, 50, 50, 12] };
@@ -62,6 +73,9 @@ test('per-head arrays of the wrong length or with bad entries are refused, namin
   await rejects(() => e.attention(q, k, v, { pvThreshold: [1, , 3, 4] }), TypeError, /^options\.pvThreshold\[1\] must be a number, got undefined/);
   await rejects(() => e.attention(q, k, v, { topk: '0.5' }), TypeError, /^options\.topk must be a number or an array of one per query head, got string/);
   await rejects(() => e.attention(q, k, v, { topk: [0.5, 0.5, 0.5, 0.5], cdfThreshold: [1, 1, 1, 1] }), TypeError, /give one of them, not both/);
+  await rejects(() => e.attention(q, k, v, { precision: 'fp16' }), TypeError, /^options\.precision must be 'int8' or 'f32', got "fp16"/);
+  await rejects(() => e.attention(q, k, v, { precision: ['f32', 'int8'] }), RangeError, /^options\.precision must have one entry per query head \(4\), got 2/);
+  await rejects(() => e.predictMask(q, k, { precision: 'f16' }), TypeError, /^options\.precision must be 'int8' or 'f32'/);
   assert.equal(Array.from((await e.attention(q, k, v, { topk: 0.5 })).output.data), Array.from(good));
 });
 
