@@ -62,14 +62,18 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): P
     return { post: (m) => w.postMessage(m), ref: () => w.ref?.(), unref: () => w.unref?.(), terminate: () => w.terminate() };
   }
   const { Worker: NodeWorker } = await importNode<typeof import('node:worker_threads')>('node:worker_threads');
+  // The same file by a name in a variable: a browser bundler that followed this `new URL` as well
+  // would put a second copy of the worker in the page's chunk (Vite inlines it as a data: URL).
   // Workers need none of the parent's Node flags, and some would stop them from starting
   // (`node --input-type=module -e ...`); V8's flags are process-wide and reach them anyway.
-  const w = located(() => new NodeWorker(url ?? new URL('./worker.js', import.meta.url), { execArgv: [] }));
+  const w = located(() => new NodeWorker(url ?? new URL(WORKER_FILE, import.meta.url), { execArgv: [] }));
   w.on('message', (m: FromWorker) => on.message(m));
   w.on('error', (e: Error) => on.died(`${e.name}: ${e.message}`));
   w.on('exit', (code: number) => on.died(`worker exited with code ${code}`));
   return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
 }
+
+const WORKER_FILE = './worker.js';
 
 interface Slot {
   port?: Port;
