@@ -1,6 +1,6 @@
 // npm run build: AssemblyScript kernels -> WebAssembly modules (baseline SIMD128 and relaxed SIMD,
 // each over plain and over shared memory), each optimized again by binaryen's wasm-opt, then the
-// TypeScript API -> dist/.
+// TypeScript API -> dist/, with the worker bundled into one self-contained script.
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
@@ -31,6 +31,13 @@ for (const [target, features] of Object.entries(targets)) build(target, `build/s
 // The micro-benchmark modules (not shipped): the kernels plus assembly/bench.ts.
 for (const kind of ['baseline', 'relaxed']) build(`bench-${kind}`, `build/bench.${kind}.wasm`, targets[kind], ['assembly/bench.ts']);
 run(bin('typescript', 'bin/tsc'), ['-p', 'tsconfig.json']);
+// The worker script stands alone (tsc's version imports ./tiles.js and ./node.js), so that bundlers
+// and users can move it without its imports: one esbuild entry, or a copy, with options.workerUrl.
+const esbuild = await import('esbuild');
+await esbuild.build({
+  entryPoints: [path.join(root, 'src/worker.ts')], outfile: path.join(root, 'dist/src/worker.js'),
+  bundle: true, format: 'esm', platform: 'neutral', target: 'es2022', logLevel: 'warning',
+});
 
 // Every worker's instantiation writes the modules' static data into the first page again, so the
 // pool's control block (src/tiles.ts) must lie above it.

@@ -103,7 +103,7 @@ export type WasmSources = Partial<Record<ModuleKind, WasmSource>>;
 // By tag rather than instanceof: the caller may live in another realm than the library (Vercel's
 // edge-runtime evaluates it in a VM context, and a module compiled outside is still a module).
 const tag = (x: unknown) => Object.prototype.toString.call(x);
-const isUrl = (x: unknown): x is URL => tag(x) === '[object URL]';
+export const isUrl = (x: unknown): x is URL => tag(x) === '[object URL]';
 const isResponse = (x: unknown): x is Response => tag(x) === '[object Response]';
 const isModule = (x: unknown): x is WebAssembly.Module => tag(x) === '[object WebAssembly.Module]';
 const isBufferSource = (x: unknown): x is BufferSource => tag(x) === '[object ArrayBuffer]' || ArrayBuffer.isView(x);
@@ -163,12 +163,8 @@ export function chooseModule(simd: unknown, sources?: WasmSources): 'relaxed' | 
   return 'baseline';
 }
 
-async function readBytes(url: URL): Promise<BufferSource> {
-  const isNode = typeof process !== 'undefined' && !!process.versions?.node;
-  if (url.protocol === 'file:' && isNode) {
-    const fs = await import('node:fs/promises');
-    return new Uint8Array(await fs.readFile(url));
-  }
+/** A module's bytes from its URL, by fetch (what the single-thread entry reads with). */
+export async function fetchBytes(url: URL): Promise<BufferSource> {
   return responseBytes(await fetch(url));
 }
 
@@ -190,11 +186,14 @@ function builtUrl(kind: ModuleKind): URL {
   }
 }
 
-/** Compiles one build, from options.wasm when given, else from build/ next to the package. */
-export async function compileModule(kind: ModuleKind, sources?: WasmSources): Promise<WebAssembly.Module> {
+/**
+ * Compiles one build, from options.wasm when given, else from build/ next to the package; `read`
+ * is the entry's way to read a URL (the main entry reads file: URLs with node:fs in Node).
+ */
+export async function compileModule(kind: ModuleKind, sources: WasmSources | undefined, read: (url: URL) => Promise<BufferSource>): Promise<WebAssembly.Module> {
   const src = sources ? sources[kind] : builtUrl(kind);
   if (src === undefined) throw new RangeError(`options.wasm holds no '${kind}' module, which this engine needs`);
-  if (isUrl(src)) return WebAssembly.compile(await readBytes(src));
+  if (isUrl(src)) return WebAssembly.compile(await read(src));
   if (isResponse(src)) return WebAssembly.compile(await responseBytes(src));
   if (isBufferSource(src)) return WebAssembly.compile(src);
   return src as WebAssembly.Module;

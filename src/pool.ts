@@ -4,6 +4,7 @@
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
+import { importNode, isNode } from './node.js';
 import { type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared } from './tiles.js';
 
 /** The little that differs between Node's worker_threads and Web Workers. */
@@ -23,9 +24,9 @@ interface Listener {
 /** Which worker API this runtime has: Web Workers first (Deno, Bun, browsers), then Node's. */
 export async function workerKind(): Promise<'web' | 'worker_threads' | undefined> {
   if (typeof (globalThis as { Worker?: unknown }).Worker === 'function') return 'web';
-  if (typeof process !== 'undefined' && process.versions?.node) {
+  if (isNode()) {
     try {
-      await import('node:worker_threads');
+      await importNode('node:worker_threads');
       return 'worker_threads';
     } catch {
       return undefined;
@@ -48,23 +49,31 @@ function located<W>(make: () => W): W {
 }
 
 // The worker's URL is built when a worker starts, not at import, so that such a runtime still loads
-// the library (on one thread); it stays inline in `new Worker(new URL(...))` for bundlers to follow.
-async function spawn(kind: 'web' | 'worker_threads', on: Listener): Promise<Port> {
+// the library (on one thread); it stays inline in `new Worker(new URL(...))` for bundlers to follow
+// (Vite and webpack then emit the worker as a chunk of its own). options.workerUrl, where given,
+// is for bundlers that do not follow it.
+async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): Promise<Port> {
   if (kind === 'web') {
-    const w: Worker & { ref?(): void; unref?(): void } = located(() => new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
+    const w: Worker & { ref?(): void; unref?(): void } = located(() => url
+      ? new Worker(url, { type: 'module' })
+      : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
     w.onmessage = (e) => on.message(e.data as FromWorker);
     w.onerror = (e) => { e.preventDefault?.(); on.died(e.message || 'worker error'); };
     return { post: (m) => w.postMessage(m), ref: () => w.ref?.(), unref: () => w.unref?.(), terminate: () => w.terminate() };
   }
-  const { Worker: NodeWorker } = await import('node:worker_threads');
+  const { Worker: NodeWorker } = await importNode<typeof import('node:worker_threads')>('node:worker_threads');
+  // The same file by a name in a variable: a browser bundler that followed this `new URL` as well
+  // would put a second copy of the worker in the page's chunk (Vite inlines it as a data: URL).
   // Workers need none of the parent's Node flags, and some would stop them from starting
   // (`node --input-type=module -e ...`); V8's flags are process-wide and reach them anyway.
-  const w = located(() => new NodeWorker(new URL('./worker.js', import.meta.url), { execArgv: [] }));
+  const w = located(() => new NodeWorker(url ?? new URL(WORKER_FILE, import.meta.url), { execArgv: [] }));
   w.on('message', (m: FromWorker) => on.message(m));
   w.on('error', (e: Error) => on.died(`${e.name}: ${e.message}`));
   w.on('exit', (code: number) => on.died(`worker exited with code ${code}`));
   return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
 }
+
+const WORKER_FILE = './worker.js';
 
 interface Slot {
   port?: Port;
@@ -86,12 +95,14 @@ export class Pool {
     private readonly module: WebAssembly.Module,
     private readonly memory: WebAssembly.Memory,
     readonly size: number,
+    private readonly url?: URL,
   ) {
     this.ctl = new Int32Array(memory.buffer, CONTROL_OFFSET, CONTROL_SLOTS);
   }
 
-  static async create(kind: 'web' | 'worker_threads', module: WebAssembly.Module, memory: WebAssembly.Memory, size: number): Promise<Pool> {
-    const pool = new Pool(kind, module, memory, size);
+  /** url: the worker script, when not ./worker.js next to this module (options.workerUrl) */
+  static async create(kind: 'web' | 'worker_threads', module: WebAssembly.Module, memory: WebAssembly.Memory, size: number, url?: URL): Promise<Pool> {
+    const pool = new Pool(kind, module, memory, size, url);
     for (let i = 0; i < size; i++) pool.slots.push(pool.start(i));
     try {
       await Promise.all(pool.slots.map((s) => s.ready));
@@ -129,7 +140,7 @@ export class Pool {
         if (started) this.slots[i] = this.start(i);
       },
     };
-    spawn(this.kind, listener).then((port) => {
+    spawn(this.kind, listener, this.url).then((port) => {
       slot.port = port;
       port.post({ type: 'init', module: this.module, memory: this.memory, worker: i, control: CONTROL_OFFSET });
     }, (e: Error) => failed(e));

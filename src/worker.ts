@@ -1,6 +1,9 @@
 // A worker of the pool: instantiates the module over the shared memory it is sent and runs its
 // share of each call's tiles. Works as a Node worker_threads worker and as a Web Worker (Deno, Bun,
-// browsers).
+// browsers). npm run build bundles it with tiles.ts into one self-contained dist/src/worker.js, so
+// that a bundler, or a copy, can place it anywhere (options.workerUrl). No top-level await: Vite
+// bundles workers as classic scripts by default.
+import { importNode } from './node.js';
 import { type Kernels, type Stage, CONTROL_SLOTS, runShared, abortShared } from './tiles.js';
 
 export type ToWorker =
@@ -44,6 +47,7 @@ if (web) {
   const scope = globalThis as unknown as WebScope;
   scope.onmessage = (e) => handle(e.data as ToWorker, (m) => scope.postMessage(m));
 } else {
-  const { parentPort } = await import('node:worker_threads');
-  parentPort!.on('message', (m: ToWorker) => handle(m, (r) => parentPort!.postMessage(r)));
+  void importNode<typeof import('node:worker_threads')>('node:worker_threads').then(({ parentPort }) => {
+    parentPort!.on('message', (m: ToWorker) => handle(m, (r) => parentPort!.postMessage(r)));
+  });
 }

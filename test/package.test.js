@@ -51,7 +51,7 @@ test('the tarball holds the built JavaScript, types, the .wasm modules, README a
   const files = packed.files.map((f) => f.path).sort();
   const allowed = /^(dist\/(src|assembly)\/\w+\.(js|d\.ts)|build\/sparge\.(baseline|relaxed)(-shared)?\.wasm|README\.md|LICENSE|package\.json)$/;
   assert.equal(files.filter((f) => !allowed.test(f)), [], 'unexpected files');
-  for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/worker.js', 'dist/assembly/params.js', 'README.md', 'LICENSE',
+  for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/single.js', 'dist/src/single.d.ts', 'dist/src/worker.js', 'dist/assembly/params.js', 'README.md', 'LICENSE',
     ...['baseline', 'relaxed', 'baseline-shared', 'relaxed-shared'].map((k) => `build/sparge.${k}.wasm`)]) {
     assert.ok(files.includes(f), `${f} is missing`);
   }

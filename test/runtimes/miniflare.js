@@ -11,7 +11,7 @@ import { Miniflare } from 'miniflare';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const file = (p) => path.join(REPO, p);
-const library = ['src/index.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/memory.js', 'src/pool.js', 'src/tiles.js', 'assembly/params.js']
+const library = ['src/index.js', 'src/create.js', 'src/calibrate.js', 'src/node.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/memory.js', 'src/pool.js', 'src/tiles.js', 'assembly/params.js']
   .map((p) => ({ type: 'ESModule', path: file(`dist/${p}`) }));
 
 const WORKER = `
