@@ -86,6 +86,19 @@ export async function implementations(threads, simd) {
       return { output: r.output.data, sparsity: r.sparsity };
     },
   });
+  // Per-head settings calibrated on the input itself (not timed): speed at a set accuracy.
+  const calibrated = (label, target) => ({
+    ...ours(label, {}),
+    async prepare(x) {
+      this.x = x;
+      this.t = (d) => ({ data: d, dims: x.dims });
+      this.options = (await sparge.calibrate({ q: this.t(x.q), k: this.t(x.k), v: this.t(x.v) }, { target })).params;
+    },
+    async run() {
+      const r = await sparge.attention(this.t(this.x.q), this.t(this.x.k), this.t(this.x.v), this.options);
+      return { output: r.output.data, sparsity: r.sparsity };
+    },
+  });
   const scale = (dims) => 1 / Math.sqrt(dims[3]);
   const lazy = (label, make) => ({
     label,
@@ -98,6 +111,7 @@ export async function implementations(threads, simd) {
     'sparge topk 0.25': ours('sparge topk 0.25', { topk: 0.25 }),
     'sparge topk 0.1': ours('sparge topk 0.1', { topk: 0.1 }),
     'sparge CDF 0.95': ours('sparge CDF 0.95', { cdfThreshold: 0.95 }),
+    'sparge calibrated 0.05': calibrated('sparge calibrated 0.05', 0.05),
     'ort-web MatMul-Softmax-MatMul': lazy('ort-web MatMul-Softmax-MatMul', async (dims) => onnx(await web(), matmulSoftmaxGraph(scale(dims)), threads, 'HND', true)),
     'ort-web MultiHeadAttention': lazy('ort-web MultiHeadAttention', async (dims) => onnx(await web(), multiHeadAttentionGraph(dims[1], scale(dims)), threads, 'NHD', true)),
     'ort-node MatMul-Softmax-MatMul': lazy('ort-node MatMul-Softmax-MatMul', async (dims) => onnx(await node(), matmulSoftmaxGraph(scale(dims)), threads, 'HND')),

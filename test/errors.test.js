@@ -78,6 +78,9 @@ test('createSparge options are checked', async () => {
   await rejects(() => createSparge({ int8Dot: 'vnni' }), TypeError, /options\.int8Dot must be 'auto', 'i16' or 'relaxed'/);
   await rejects(() => createSparge({ splat: 'gather' }), TypeError, /options\.splat must be 'auto', 'load' or 'shuffle'/);
   await rejects(() => createSparge({ simd: 'baseline', int8Dot: 'relaxed' }), RangeError, /options\.int8Dot: 'relaxed' needs the relaxed-SIMD module/);
+  await rejects(() => createSparge({ workerUrl: 5 }), TypeError, /^options\.workerUrl must be a URL or a URL string, got Number/);
+  await rejects(() => createSparge({ workerUrl: null }), TypeError, /^options\.workerUrl must be a URL or a URL string, got null/);
+  await rejects(() => createSparge({ workerUrl: 'not a url' }), TypeError, /^options\.workerUrl is not a valid URL: "not a url"/);
 });
 
 test('a disposed engine says so; its properties keep answering', async () => {
