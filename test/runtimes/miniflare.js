@@ -1,8 +1,6 @@
 // Runs the library in Cloudflare's workerd through miniflare (which needs Node 22: test/edge.test.js
-// runs this file with a Node of 22 or later). The unbundled dist/
-// modules and a CompiledWasm module for build/sparge.baseline.wasm are listed explicitly, since
-// without nodejs_compat miniflare's module discovery refuses the library's node: imports (which it
-// only reaches in Node). stdin: q, k and v as float32, one after another; argv[2]: their dims as
+// runs this file with a Node of 22 or later). The single entry's unbundled dist/ modules and a
+// CompiledWasm module for build/sparge.baseline.wasm are listed explicitly, as wrangler lists them. stdin: q, k and v as float32, one after another; argv[2]: their dims as
 // JSON. stdout: one line of JSON, the outputs' bytes in base64.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,11 +9,12 @@ import { Miniflare } from 'miniflare';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const file = (p) => path.join(REPO, p);
-const library = ['src/index.js', 'src/create.js', 'src/calibrate.js', 'src/node.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/memory.js', 'src/pool.js', 'src/tiles.js', 'assembly/params.js']
+// The single-thread entry, which wrangler's `workerd` condition selects, and what it imports.
+const library = ['src/single.js', 'src/create.js', 'src/calibrate.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/memory.js', 'src/tiles.js', 'assembly/params.js']
   .map((p) => ({ type: 'ESModule', path: file(`dist/${p}`) }));
 
 const WORKER = `
-import { createSparge } from './dist/src/index.js';
+import { createSparge } from './dist/src/single.js';
 import baseline from './build/sparge.baseline.wasm';
 
 const b64 = (a) => {
