@@ -475,7 +475,9 @@ export class Engine {
 
   /** Test hook: runs raw stages with a parameter block the caller chose (e.g. one that traps). */
   debugRun(params: number, stages: Stage[]): Promise<void> {
-    return this.serial(() => this.exec(stages, params));
+    // Counted as pending, so that a call made meanwhile queues instead of writing memory at once.
+    this.pending++;
+    return this.serial(() => this.exec(stages, params).finally(() => { this.pending--; }));
   }
 
   /** Test hook: ends worker i of the pool as a crash would. */
