@@ -61,7 +61,7 @@ const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal
 // forcing), and a forced block only adds density. cdfThreshold as 1 - 10^-x, bisected over x,
 // where the useful values (0.7 to 0.99999) are evenly spread. pvThreshold as 2^y, bisected over y.
 const SIM_GRID = [-1, 0.5];
-const CDF_STEPS = 6, X_LO = 0.5, X_HI = 5;
+const CDF_STEPS = 5, X_LO = 0.5, X_HI = 5;
 const PV_STEPS = 4, Y_LO = -1, Y_HI = Math.log2(50);
 // Shares of the target: Stage 1 takes most, PV skipping the rest, and the last tenth is headroom
 // for inputs the calibration did not see.
@@ -169,14 +169,12 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   const best = Array.from({ length: H }, () => ({ sim: -1, cdf: 1, sparsity: 0 }));
   for (const sim of SIM_GRID) {
     const lo = new Array<number>(H).fill(X_LO), hi = new Array<number>(H).fill(X_HI);
-    const ok = new Array<number>(H).fill(Infinity);
     for (let it = 0; it < CDF_STEPS; it++) {
       const mid = lo.map((l, h) => (l + hi[h]) / 2);
       const r = await evaluate({ cdfThreshold: mid.map(cdfOf), simThreshold: sim, pvThreshold: 50, precision });
       for (let h = 0; h < H; h++) {
         if (r[h].l1 <= STAGE1_SHARE * target) {
           hi[h] = mid[h];
-          ok[h] = mid[h];
           if (r[h].sparsity > best[h].sparsity) best[h] = { sim, cdf: cdfOf(mid[h]), sparsity: r[h].sparsity };
         } else {
           lo[h] = mid[h];
