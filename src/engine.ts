@@ -380,8 +380,9 @@ export class Engine {
       f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
       i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
     }
-    const pack: Stage[] = c.fp32?.includes(true) ? [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB]] : [];
-    return [...pack, ['attend_sparse', d.B * d.H * d.NQB]];
+    const tiles = d.B * d.H * d.NQB;
+    if (!c.fp32?.includes(true)) return [['attend_sparse', tiles]];
+    return [['pack_q_f32', tiles], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_sparse', tiles], ['attend_sparse_f32', tiles]];
   }
 
   private readMask(c: Call): BlockMask {
