@@ -39,11 +39,16 @@ function plainJs(q, k, v, H, N, D, scale) {
   return out;
 }
 
+/**
+ * onnxruntime-node session options for `threads`. Its threads spin between runs by default, which
+ * would take the CPU from the implementations measured after it in the same process.
+ */
+export function ortNodeOptions(threads) {
+  return { graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } };
+}
+
 async function onnx(ort, graph, threads, layout, isWeb) {
-  // onnxruntime-node's threads spin between runs by default, which would take the CPU from the
-  // implementations measured after it in the same process.
-  const native = { intraOpNumThreads: threads, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } };
-  const opts = { graphOptimizationLevel: 'all', ...(isWeb ? { executionProviders: ['wasm'] } : native) };
+  const opts = isWeb ? { graphOptimizationLevel: 'all', executionProviders: ['wasm'] } : ortNodeOptions(threads);
   const session = await ort.InferenceSession.create(graph, opts);
   let feeds, H, N, D;
   return {
