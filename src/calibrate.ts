@@ -4,7 +4,7 @@
 // attention call per sample that tries a different setting on each head at once: all heads bisect
 // in lockstep, and the cost does not grow with the number of heads.
 import type { AttentionResult, QKPrecision, SpargeOptions, Tensor } from './engine.js';
-import { allowedBlocks, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
+import { blockCounts, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 import { type Layout, type Shape, type TensorLike, checkTensor, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkSignal } from './checks.js';
 import { dimsOf } from './memory.js';
 
@@ -144,13 +144,10 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
       const res = await engine.attention(s.q, s.k, s.v, { ...common, ...settings, returnMask: true });
       addL1(err, mass, res.output.data, refs[i], res.output.dims, layout, H);
       const d = dimsOf(shapes[i].q.B, H, shapes[i].k.H, shapes[i].q.N, shapes[i].k.N, shapes[i].q.D, blockQ, blockK);
-      const m = res.mask!.data;
-      for (let bh = 0; bh < d.B * H; bh++) {
-        for (let r = 0; r < d.NQB; r++) {
-          const n = allowedBlocks(d, causal, r), row = (bh * d.NQB + r) * d.NKB;
-          allowed[bh % H] += n;
-          for (let j = 0; j < n; j++) kept[bh % H] += m[row + j];
-        }
+      const counts = blockCounts(res.mask!.data, d, causal);
+      for (let h = 0; h < H; h++) {
+        kept[h] += counts.kept[h];
+        allowed[h] += counts.allowed[h];
       }
     }
     step();

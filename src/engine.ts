@@ -496,14 +496,20 @@ function blockOf(which: 'Q' | 'K', fromMask: unknown, fromOptions: unknown, dflt
 
 /** 1 - selected / allowed over all heads; blocks the causal rule forbids count in neither. */
 export function sparsityOf(mask: Uint8Array, d: Dims, causal: boolean): number {
-  let selected = 0, allowed = 0;
+  const { kept, allowed } = blockCounts(mask, d, causal);
+  const k = kept.reduce((a, b) => a + b, 0), n = allowed.reduce((a, b) => a + b, 0);
+  return n === 0 ? 0 : 1 - k / n;
+}
+
+/** Per query head (summed over batches): blocks the mask keeps and blocks the causal rule allows. */
+export function blockCounts(mask: Uint8Array, d: Dims, causal: boolean): { kept: Float64Array; allowed: Float64Array } {
+  const kept = new Float64Array(d.H), allowed = new Float64Array(d.H);
   for (let bh = 0; bh < d.B * d.H; bh++) {
     for (let i = 0; i < d.NQB; i++) {
-      const n = allowedBlocks(d, causal, i);
-      allowed += n;
-      const row = (bh * d.NQB + i) * d.NKB;
-      for (let j = 0; j < n; j++) selected += mask[row + j];
+      const n = allowedBlocks(d, causal, i), row = (bh * d.NQB + i) * d.NKB;
+      allowed[bh % d.H] += n;
+      for (let j = 0; j < n; j++) kept[bh % d.H] += mask[row + j];
     }
   }
-  return allowed === 0 ? 0 : 1 - selected / allowed;
+  return { kept, allowed };
 }
