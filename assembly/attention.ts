@@ -12,7 +12,7 @@
 // and are then added into the running totals, so float32 rounding grows with the number of
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
-import { param, paramf, ptr, exp2v, zeroRow, madd, headParam, headParamf } from './simd';
+import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, headParam, headParamf } from './simd';
 import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
@@ -64,16 +64,20 @@ type Full = i64;
   const qBase = isFloat<T>() ? ptr(p, P.QF) : ptr(p, P.QC);
   const kBase = isFloat<T>() ? ptr(p, P.KF) : ptr(p, P.KC);
 
+  const kstride = param(p, P.KSTRIDE), splits = param(p, P.SPLITS), span = param(p, P.SPAN);
+
   for (let t = t0; t < t1; t++) {
-    const bh = t / nqb, i = t - bh * nqb;
+    // Tile t is key range `part` of query tile qt.
+    const qt = t / splits, part = t - qt * splits;
+    const bh = qt / nqb, i = qt - bh * nqb;
     const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
     const lambda = f32x4.splat(sparse ? headParamf(p, head, Head.PV) : Infinity);
     const row0 = i * bq, rows = min(bq, nq - row0);
-    const out = ptr(p, P.OUT) + <usize>t * bq * rowBytes;
-    const q = qBase + <usize>t * bq * qBytes;
-    const corr = ptr(p, P.QSUM) + (<usize>t * bq << 2);
-    const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>t << 2));
-    const maskRow = ptr(p, P.MASK) + <usize>t * nkb;
+    const out = splits > 1 ? partOf(p, t) : ptr(p, P.OUT) + <usize>qt * bq * rowBytes;
+    const q = qBase + <usize>qt * bq * qBytes;
+    const corr = ptr(p, P.QSUM) + (<usize>qt * bq << 2);
+    const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>qt << 2));
+    const maskRow = ptr(p, P.MASK) + <usize>qt * nkb;
     zeroRow(out, bq * dp);
     zeroRow(chunk, bq * dp);
     for (let rg = 0; rg < bq; rg += ROWS) {
@@ -83,12 +87,12 @@ type Full = i64;
       store<v128>(ltot + (<usize>rg << 2), f32x4.splat(0));
     }
 
-    const last = lastKeyBlock(p, i);
+    const last = min(lastKeyBlock(p, i), (part + 1) * span - 1);
     let visited = 0;
-    for (let j = 0; j <= last; j++) {
+    for (let j = part * span; j <= last; j++) {
       if (sparse && load<u8>(maskRow + j) == 0) continue;
       if (++visited % FOLD == 0) fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
-      const key0 = j * bk, kt = bhk * nkb + j;
+      const key0 = j * bk, kt = bhk * kstride + j;
       const kp = kBase + <usize>kt * bk * keyBytes;
       const vp = ptr(p, P.V) + <usize>kt * bk * rowBytes;
       const mul = f32x4.splat(isFloat<T>() ? qs : qs * load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2)));
@@ -140,6 +144,13 @@ type Full = i64;
     }
     fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
 
+    if (splits > 1) {
+      // A partial result: O and l relative to 2^(m + vshift), merged by merge_splits.
+      const rec = out + <usize>bq * rowBytes;
+      memory.copy(rec, mtot, <usize>rows << 2);
+      memory.copy(rec + (<usize>bq << 2), ltot, <usize>rows << 2);
+      continue;
+    }
     for (let rg = 0; rg < rows; rg += ROWS) {
       const l = load<v128>(ltot + (<usize>rg << 2));
       const inv = v128.bitselect(f32x4.div(f32x4.splat(1), l), f32x4.splat(0), f32x4.gt(l, f32x4.splat(0)));
@@ -148,6 +159,71 @@ type Full = i64;
       scaleRow(out + <usize>(rg + 2) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 2, 2, 2, 2));
       scaleRow(out + <usize>(rg + 3) * rowBytes, dp, v128.shuffle<f32>(inv, inv, 3, 3, 3, 3));
     }
+    storeLse(p, qt, rows, mtot, ltot, paramf(p, P.VSHIFT));
+  }
+}
+
+/** Split t's record in PART: bq rows of O, then the rows' maxima m and sums l. */
+@inline function partOf(p: usize, t: i32): usize {
+  const bq = param(p, P.BQ), dp = param(p, P.DP);
+  return ptr(p, P.PART) + <usize>t * bq * (dp + 2) * 4;
+}
+
+/** Bytes of PART for `tiles` query tiles: one record per split (see partOf). */
+export function part_bytes(tiles: i32, splits: i32, bq: i32, dp: i32): f64 {
+  return <f64>tiles * splits * bq * (dp + 2) * 4;
+}
+
+/**
+ * ln sum_j exp(scale q.k_j) of each row, where the caller asked for it (P.LSE): the sums are
+ * relative to 2^(m + vshift), in the log2 domain of the scores. A row that sees no key gets -Infinity.
+ */
+@inline function storeLse(p: usize, qt: i32, rows: i32, m: usize, l: usize, vshift: f32): void {
+  const at = ptr(p, P.LSE);
+  if (at == 0) return;
+  const dst = at + (<usize>qt * param(p, P.BQ) << 2);
+  for (let r = 0; r < rows; r++) {
+    const sum = <f64>load<f32>(l + (<usize>r << 2));
+    const lse = sum > 0 ? (<f64>load<f32>(m + (<usize>r << 2)) + <f64>vshift + Math.log2(sum)) * Math.LN2 : -Infinity;
+    store<f32>(dst + (<usize>r << 2), <f32>lse);
+  }
+}
+
+/**
+ * Split-KV's merge: each query tile's SPLITS partial results, rescaled to their common maximum
+ * and added in split order (so the result does not depend on which thread ran which split), then
+ * normalized: tile = (b * H + h) * NQB + i.
+ */
+export function merge_splits(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const dp = param(p, P.DP), bq = param(p, P.BQ), nq = param(p, P.NQ), nqb = param(p, P.NQB);
+  const splits = param(p, P.SPLITS);
+  const rowBytes = <usize>dp << 2;
+  // Per row: the common maximum, then the total sum.
+  const s = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
+  const mrow = s, lrow = s + (<usize>bq << 2);
+  for (let t = t0; t < t1; t++) {
+    const rows = min(bq, nq - (t % nqb) * bq);
+    const out = ptr(p, P.OUT) + <usize>t * bq * rowBytes;
+    const first = <i32>t * splits;
+    for (let r = 0; r < rows; r++) {
+      let m: f32 = -Infinity;
+      for (let k = 0; k < splits; k++) m = max(m, load<f32>(partOf(p, first + k) + <usize>bq * rowBytes + (<usize>r << 2)));
+      const o = out + <usize>r * rowBytes;
+      zeroRow(o, dp);
+      let l: f32 = 0;
+      for (let k = 0; k < splits; k++) {
+        const rec = partOf(p, first + k), stats = rec + <usize>bq * rowBytes + (<usize>r << 2);
+        // 0 for a split that saw no key of this row (its maximum is -Infinity), and for every split when none did.
+        const f = m == -Infinity ? <f32>0 : exp2s(load<f32>(stats) - m);
+        l += f * load<f32>(stats + (<usize>bq << 2));
+        const fv = f32x4.splat(f), src = rec + <usize>r * rowBytes;
+        for (let d: usize = 0; d < rowBytes; d += 16) store<v128>(o + d, madd(load<v128>(src + d), fv, load<v128>(o + d)));
+      }
+      store<f32>(mrow + (<usize>r << 2), m);
+      store<f32>(lrow + (<usize>r << 2), l);
+      scaleRow(o, dp, f32x4.splat(l > 0 ? <f32>1 / l : 0));
+    }
+    storeLse(p, t, rows, mrow, lrow, paramf(p, P.VSHIFT));
   }
 }
 
@@ -190,12 +266,12 @@ type Full = i64;
 
 /** Whether tile t's query head computes QK in FP32 (its record in HEADS). */
 @inline function fp32Head(p: usize, t: i32): bool {
-  return headParam(p, (t / param(p, P.NQB)) % param(p, P.H), Head.FP32) != 0;
+  return headParam(p, (t / (param(p, P.NQB) * param(p, P.SPLITS))) % param(p, P.H), Head.FP32) != 0;
 }
 
 /**
  * Stage 2 over the block mask with INT8 QK (P.QK_MODE picks the dot, P.SPLAT the broadcast):
- * tile = (b * H + h) * NQB + i. Tiles of FP32-QK heads are left to attend_sparse_f32: a separate
+ * tile = ((b * H + h) * NQB + i) * SPLITS + split. Tiles of FP32-QK heads are left to attend_sparse_f32: a separate
  * entry, since one function holding all six instances of the driver ran 16-29% slower.
  */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
@@ -230,7 +306,7 @@ export function relaxed_dot_probe(b: i32): i32 {
   return i16x8.extract_lane_s(i16x8.relaxed_dot_i8x16_i7x16_s(i8x16.splat(1), i8x16.splat(<i8>b)), 0) >> 1;
 }
 
-/** Dense FP32 flash attention (no mask, no skipping): tile = (b * H + h) * NQB + i. */
+/** Dense FP32 flash attention (no mask, no skipping): tile = ((b * H + h) * NQB + i) * SPLITS + split. */
 export function attend_dense(p: usize, t0: i32, t1: i32, worker: i32): void {
   if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full>(p, t0, t1, worker);
   else attend<f32, SplatByLoad, Full>(p, t0, t1, worker);

@@ -26,7 +26,9 @@ const SCORE_LIMIT = 125;
   return <usize>param(p, P.B) * param(p, P.H) * param(p, P.NQB) * param(p, P.BQ) * param(p, P.DP) << 2;
 }
 
+// A KV cache's keys and values were checked when appended (TypeScript keeps their maxima).
 @inline function kBytes(p: usize): usize {
+  if (param(p, P.CACHED)) return 0;
   return <usize>param(p, P.B) * param(p, P.HKV) * param(p, P.NKB) * param(p, P.BK) * param(p, P.DP) << 2;
 }
 
@@ -102,8 +104,10 @@ export function input_max(p: usize, t0: i32, t1: i32): void {
 export function input_range(p: usize, t0: i32, t1: i32): void {
   if (t0 >= t1) return;
   const tq = tilesOf(qBytes(p)), tk = tilesOf(kBytes(p));
-  const hasV = ptr(p, P.V) != 0;
-  const bq = maxOf(p, 0, tq), bk = maxOf(p, tq, tq + tk), bv = hasV ? maxOf(p, tq + tk, tq + 2 * tk) : 0;
+  const hasV = ptr(p, P.V) != 0, cached = param(p, P.CACHED) != 0;
+  const bq = maxOf(p, 0, tq);
+  const bk = cached ? param(p, P.KMAX) : maxOf(p, tq, tq + tk);
+  const bv = cached ? param(p, P.VMAX) : hasV ? maxOf(p, tq + tk, tq + 2 * tk) : 0;
   if (max(bq, max(bk, bv)) >= NONFINITE) {
     store<i32>(p + (<usize>P.STATUS << 2), 1);
     return;
@@ -116,7 +120,8 @@ export function input_range(p: usize, t0: i32, t1: i32): void {
   let eq = 0, ek = 0;
   if (outside(mq) || outside(mk) || qkMul > pow2(100)) {
     eq = exponentToOne(mq);
-    ek = exponentToOne(mk);
+    // A cache's K stays as appended: within [2^-LIMIT, 2^LIMIT], which kvcache.ts checks.
+    ek = cached ? 0 : exponentToOne(mk);
     const undo = pow2(-(eq + ek));
     store<f32>(p + (<usize>P.SCALE << 2), <f32>(load<f64>(p + (<usize>P.SCALE64 << 2)) * undo));
     store<f32>(p + (<usize>P.QK_MUL << 2), <f32>(qkMul * undo));

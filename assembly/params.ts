@@ -11,6 +11,11 @@ export enum P {
   QK_MODE,
   // 1: Stage 2 broadcasts Q and P lanes by shuffling a loaded vector, 0: by load32_splat
   SPLAT,
+  // 1: K and V live in a KV cache (src/kvcache.ts): KMAX and VMAX come from TypeScript, K is never
+  // rescaled, and Stage 1 always keeps the key block holding the newest keys
+  CACHED,
+  // 1: a KV cache's key blocks are smoothed by its fixed mean (KMEAN)
+  SMOOTH,
   // set by input_range: 0 go on, 1 NaN or Infinity in an input, 2 scores beyond float32's range
   STATUS,
   // f32 options (SCALE and QK_MUL as input_range leaves them, see check.ts)
@@ -22,6 +27,16 @@ export enum P {
   QMAX, KMAX, VMAX, QEXP, KEXP, VSHIFT,
   // byte offsets of the buffers
   Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT, TILEMAX,
+  // key blocks per (batch, kv head) in the K-side buffers: NKB for a call, a KV cache's capacity
+  KSTRIDE,
+  // split-KV: each query tile's key blocks are cut into SPLITS ranges of SPAN blocks, whose partial
+  // outputs, maxima and sums (PART) merge_splits combines; SPLITS = 1 normalizes in place
+  SPAN, SPLITS, PART,
+  // optional outputs: each row's log-sum-exp (LSE, 0 for none), kept blocks per query tile (KEPT)
+  LSE, KEPT,
+  // appending to a KV cache: NNEW new rows per kv head at KNEW and VNEW, after LEN0 rows; KPSUM
+  // holds per kv head the sums of the keys before each block (KSTRIDE + 1 rows)
+  KNEW, VNEW, NNEW, LEN0, KPSUM,
   // per query head: a record of Head.COUNT 4-byte fields (Stage 1 and Stage 2 settings)
   HEADS,
   SCRATCH, SCRATCH_STRIDE,

@@ -5,7 +5,7 @@ import { param, paramf, ptr, dotRow, madd, hsum, headParam, headParamf } from '.
 
 // Mean of the block's valid rows (minus `mean`, the K smoothing) into dst, and the block's
 // self-similarity: the mean pairwise cosine, |sum_a x_a / |x_a||^2 / n^2, in O(nD).
-@inline function poolBlock(src: usize, mean: usize, rows: i32, dp: i32, dst: usize): f32 {
+@inline export function poolBlock(src: usize, mean: usize, rows: i32, dp: i32, dst: usize): f32 {
   for (let d = 0; d < dp; d += 4) store<v128>(dst + (<usize>d << 2), f32x4.splat(0));
   // The unit-vector sum is built in the same pass, in a second accumulator row after dst.
   const unit = dst + (<usize>dp << 2);
@@ -115,7 +115,7 @@ function sortBlocks(prob: usize, order: usize, n: i32): void {
 export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB);
-  const scale = paramf(p, P.SCALE);
+  const scale = paramf(p, P.SCALE), kstride = param(p, P.KSTRIDE), cached = param(p, P.CACHED) != 0;
   const prob = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
   const order = prob + (<usize>nkb << 3);
   for (let t = t0; t < t1; t++) {
@@ -123,8 +123,8 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
     const thr = headParamf(p, head, Head.SIM);
     const qbar = ptr(p, P.QBAR) + (<usize>t * dp << 2);
-    const kbar = ptr(p, P.KBAR) + (<usize>bhk * nkb * dp << 2);
-    const ksim = ptr(p, P.KSIM) + (<usize>bhk * nkb << 2);
+    const kbar = ptr(p, P.KBAR) + (<usize>bhk * kstride * dp << 2);
+    const ksim = ptr(p, P.KSIM) + (<usize>bhk * kstride << 2);
     const last = lastKeyBlock(p, i);
 
     let top = -Infinity;
@@ -165,6 +165,14 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     for (let j = 0; j < nkb; j++) store<u8>(row + j, forceRow || load<f32>(ksim + (<usize>j << 2)) <= thr);
     for (let k = 0; k < keep; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
     if (param(p, P.SINK)) store<u8>(row, 1);
+    // A KV cache's newest block is read whatever its score: it holds the query's own position.
+    if (cached && last >= 0) store<u8>(row + last, 1);
     for (let j = max(last + 1, 0); j < nkb; j++) store<u8>(row + j, 0);
+    const kept = ptr(p, P.KEPT);
+    if (kept != 0) {
+      let n = 0;
+      for (let j = 0; j <= last; j++) n += load<u8>(row + j);
+      store<i32>(kept + (<usize>t << 2), n);
+    }
   }
 }

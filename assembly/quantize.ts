@@ -12,16 +12,19 @@ const SIGN = i32x4.splat(0x80000000);
 /** Per-channel mean of K over the valid tokens of one (batch, kv head): tile = b * HKV + hk. */
 export function k_mean(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), nk = param(p, P.NK), nkp = param(p, P.NKB) * param(p, P.BK);
-  const inv = f32x4.splat(<f32>1 / <f32>nk);
   for (let t = t0; t < t1; t++) {
-    const src = ptr(p, P.K) + (<usize>t * nkp * dp << 2);
-    const dst = ptr(p, P.KMEAN) + (<usize>t * dp << 2);
-    for (let d = 0; d < dp; d += 4) {
-      const o = <usize>d << 2;
-      let s = f32x4.splat(0);
-      for (let r = 0; r < nk; r++) s = f32x4.add(s, load<v128>(src + (<usize>r * dp << 2) + o));
-      store<v128>(dst + o, f32x4.mul(s, inv));
-    }
+    meanOf(ptr(p, P.K) + (<usize>t * nkp * dp << 2), nk, dp, ptr(p, P.KMEAN) + (<usize>t * dp << 2));
+  }
+}
+
+/** dst = the mean of n rows of dp floats at src. */
+@inline export function meanOf(src: usize, n: i32, dp: i32, dst: usize): void {
+  const inv = f32x4.splat(<f32>1 / <f32>n);
+  for (let d = 0; d < dp; d += 4) {
+    const o = <usize>d << 2;
+    let s = f32x4.splat(0);
+    for (let r = 0; r < n; r++) s = f32x4.add(s, load<v128>(src + (<usize>r * dp << 2) + o));
+    store<v128>(dst + o, f32x4.mul(s, inv));
   }
 }
 
@@ -115,30 +118,36 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bk = param(p, P.BK), nkb = param(p, P.NKB), nk = param(p, P.NK);
   for (let t = t0; t < t1; t++) {
     const bhk = t / nkb, j = t - bhk * nkb;
-    const rows = min(bk, nk - j * bk);
     const row0 = <usize>t * bk;
-    const src = ptr(p, P.K) + (row0 * dp << 2);
-    const mean = ptr(p, P.KMEAN) + (<usize>bhk * dp << 2);
-    const amax = absMax(src, mean, rows, dp);
-    store<f32>(ptr(p, P.KSCALE) + (<usize>t << 2), amax / 127);
-    const inv = f32x4.splat(blockScale(amax));
-    for (let r = 0; r < bk; r++) {
-      const x = src + (<usize>r * dp << 2);
-      // Key r's 4 bytes of each step go to lane (r & 3) of the first or second vector of its
-      // 8-key group's step (blocks are multiples of 16 keys, so groups never straddle them).
-      const group = ptr(p, P.KC) + ((row0 + (r & ~7)) * dp << 1) + <usize>((r >> 2) & 1) * kStepBytes<T>() + ((r & 3) << 2);
-      for (let d = 0; d < dp; d += 8) {
-        let c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
-        if (isRelaxedDot<T>()) {
-          const u = i16x8.add(c, i16x8.splat(127));
-          const ua = i16x8.shr_u(u, 1);
-          // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub of quad d in
-          // one step, ua, ub of quad d+4 in the next.
-          c = v128.shuffle<i32>(i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua)), c, 0, 2, 1, 3);
-          storeLanes(group + (<usize>d << 4), c, 16, 64, 80);
-        } else {
-          storeLanes(group + (<usize>d << 4), c, 32, 64, 96);
-        }
+    quantizeKeyBlock<T>(ptr(p, P.K) + (row0 * dp << 2), ptr(p, P.KMEAN) + (<usize>bhk * dp << 2), min(bk, nk - j * bk), bk, dp,
+      ptr(p, P.KC) + (row0 * dp << 1), ptr(p, P.KSCALE) + (<usize>t << 2));
+  }
+}
+
+/**
+ * INT8 codes of one key block (rows of dp floats at src, `rows` of its bk keys valid, the rest
+ * coded 0) into its bk * dp codes at kc, and its dequantization scale into *kscale.
+ */
+@inline export function quantizeKeyBlock<T>(src: usize, mean: usize, rows: i32, bk: i32, dp: i32, kc: usize, kscale: usize): void {
+  const amax = absMax(src, mean, rows, dp);
+  store<f32>(kscale, amax / 127);
+  const inv = f32x4.splat(blockScale(amax));
+  for (let r = 0; r < bk; r++) {
+    const x = src + (<usize>r * dp << 2);
+    // Key r's 4 bytes of each step go to lane (r & 3) of the first or second vector of its
+    // 8-key group's step (blocks are multiples of 16 keys, so groups never straddle them).
+    const group = kc + (<usize>(r & ~7) * dp << 1) + <usize>((r >> 2) & 1) * kStepBytes<T>() + ((r & 3) << 2);
+    for (let d = 0; d < dp; d += 8) {
+      let c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
+      if (isRelaxedDot<T>()) {
+        const u = i16x8.add(c, i16x8.splat(127));
+        const ua = i16x8.shr_u(u, 1);
+        // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub of quad d in
+        // one step, ua, ub of quad d+4 in the next.
+        c = v128.shuffle<i32>(i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua)), c, 0, 2, 1, 3);
+        storeLanes(group + (<usize>d << 4), c, 16, 64, 80);
+      } else {
+        storeLanes(group + (<usize>d << 4), c, 32, 64, 96);
       }
     }
   }
@@ -183,10 +192,30 @@ export function pack_k_f32(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bk = param(p, P.BK);
   const stride = <usize>dp << 2;
   for (let t = t0; t < t1; t++) {
-    for (let g = 0; g < bk; g += 4) {
-      const key = <usize>t * bk + g;
-      const dst = ptr(p, P.KF) + (key & ~7) * stride + ((key & 4) << 2);
-      interleave4(ptr(p, P.K) + key * stride, stride, dst, 32, dp);
+    const at = <usize>t * bk * stride;
+    packKeys(ptr(p, P.K) + at, ptr(p, P.KF) + at, bk, dp);
+  }
+}
+
+// Where keys g..g+3 of a block sit in the packed FP32 layout: their 8-key group, first or second half.
+@inline function packedGroup(block: usize, g: i32, stride: usize): usize {
+  return block + <usize>(g & ~7) * stride + ((g & 4) << 2);
+}
+
+/** Rows [0, bk) of a block (dp floats each) into the packed FP32 key layout. */
+@inline export function packKeys(src: usize, dst: usize, bk: i32, dp: i32): void {
+  const stride = <usize>dp << 2;
+  for (let g = 0; g < bk; g += 4) interleave4(src + <usize>g * stride, stride, packedGroup(dst, g, stride), 32, dp);
+}
+
+/** The inverse of packKeys for keys [0, rows) rounded up to a multiple of 4. */
+@inline export function unpackKeys(src: usize, dst: usize, rows: i32, dp: i32): void {
+  const stride = <usize>dp << 2;
+  for (let g = 0; g < rows; g += 4) {
+    const from = packedGroup(src, g, stride), to = dst + <usize>g * stride;
+    for (let d = 0; d < dp; d += 4) {
+      const c = from + <usize>d * 32;
+      transpose4(to + (<usize>d << 2), stride, load<v128>(c), load<v128>(c, 32), load<v128>(c, 64), load<v128>(c, 96));
     }
   }
 }

@@ -1,7 +1,9 @@
-// Decode-step attention without a KV cache: the time of one causal call whose queries are the last
-// 1 (a decode step) or 64 (a prefill chunk) rows against the whole key/value history of N tokens,
-// N = 4K, 16K, 64K and 128K, H = 8 query heads, Hkv = 8 and 2 key/value heads, D = 64, B = 1.
-// Implementations: sparge-wasm dense and sparse (top-k 0.1); onnxruntime-node's MatMul-Softmax-
+// Decode-step attention: the time of one causal call whose queries are the last 1 (a decode step)
+// or 64 (a prefill chunk) rows against the whole key/value history of N tokens, N = 4K, 16K, 64K
+// and 128K, H = 8 query heads, Hkv = 8 and 2 key/value heads, D = 64, B = 1.
+// Implementations: sparge-wasm's KV cache (src/kvcache.ts: appending the new rows, then dense and
+// sparse top-k 0.1 attention over the cache), sparge-wasm without a cache (each call given the whole
+// history, dense and top-k 0.1), onnxruntime-node's MatMul-Softmax-
 // MatMul graph given the whole history (GQA as grouped query rows, a causal mask for 64 rows) and
 // its com.microsoft GroupQueryAttention with the history before the new rows as past key/value.
 // Beside them the floor of this machine: the K and V bytes a dense step must read
@@ -47,7 +49,7 @@ const median = (a) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)];
 function estimate(N, Hkv, rows) {
   const kv = 2 * Hkv * N * D * 4, scores = H * rows * N * 4;
   const inputs = 3 * H * N * D * 4 + METER_BYTES;
-  const sparge = 12 * (H * Math.ceil(rows / 64) * 64 + Hkv * N) * D;
+  const sparge = 12 * (H * Math.ceil(rows / 64) * 64 + Hkv * N) * D + 1.25 * kv;
   const matmul = kv + 4 * scores;
   const gqa = 2 * kv + scores;
   return inputs + sparge + Math.max(matmul, gqa);
@@ -165,10 +167,36 @@ async function child(threads, N) {
       seqlens_k: new ort.Tensor('int32', Int32Array.of(N - 1), [1]), total_sequence_length: new ort.Tensor('int32', Int32Array.of(N), []),
     };
 
+    // The cache holds the history before the new rows; each repetition appends them and attends.
+    const cache = sparge.createKVCache({ heads: Hkv, headDim: D, capacity: N });
+    const prefix = (t, n0, n1) => {
+      const p = new Float32Array(Hkv * (n1 - n0) * D);
+      for (let h = 0; h < Hkv; h++) p.set(t.subarray((h * N + n0) * D, (h * N + n1) * D), h * (n1 - n0) * D);
+      return { data: p, dims: [Hkv, n1 - n0, D] };
+    };
+    await cache.append(prefix(k, 0, N - rows), prefix(v, 0, N - rows));
+    const newK = prefix(k, N - rows, N), newV = prefix(v, N - rows, N);
+
     const impls = [
-      { impl: 'sparge dense', run: async () => ({ output: (await sparge.denseAttention(tq, tk, tv, { causal: true })).data }) },
       {
-        impl: 'sparge topk 0.1',
+        impl: `sparge cache: append ${rows} token${rows > 1 ? 's' : ''}`,
+        run: async () => {
+          cache.truncate(N - rows);
+          await cache.append(newK, newV);
+          return {};
+        },
+      },
+      { impl: 'sparge cache dense', run: async () => ({ output: (await cache.denseAttention(tq, { causal: true })).data }) },
+      {
+        impl: 'sparge cache topk 0.1',
+        run: async () => {
+          const r = await cache.attention(tq, { causal: true, topk: 0.1 });
+          return { output: r.output.data, sparsity: r.sparsity };
+        },
+      },
+      { impl: 'sparge dense (no cache)', run: async () => ({ output: (await sparge.denseAttention(tq, tk, tv, { causal: true })).data }) },
+      {
+        impl: 'sparge topk 0.1 (no cache)',
         run: async () => {
           const r = await sparge.attention(tq, tk, tv, { causal: true, topk: 0.1 });
           return { output: r.output.data, sparsity: r.sparsity };
@@ -206,7 +234,7 @@ async function child(threads, N) {
     }
     const gbps = meter.bytes / median(impls.at(-1).times) / 1e6;
     const floor = (2 * Hkv * N * D * 4) / gbps / 1e6;
-    const dense = impls[0].first?.output;
+    const dense = impls.find((r) => r.impl === 'sparge dense (no cache)').first?.output;
     for (const r of impls) {
       const ms = r.times.length ? median(r.times) : undefined;
       out.push({
@@ -216,11 +244,12 @@ async function child(threads, N) {
         'x floor': !r.meter && ms ? +(ms / floor).toFixed(2) : undefined,
         'read GB/s': r.meter ? +gbps.toFixed(2) : undefined,
         sparsity: r.first?.sparsity === undefined ? undefined : +r.first.sparsity.toFixed(3),
-        'L1 vs sparge dense': dense && r.first && r !== impls[0] ? Number(l1(r.first.output, dense).toPrecision(3)) : undefined,
+        'L1 vs sparge dense': dense && r.first?.output && r.first.output !== dense ? Number(l1(r.first.output, dense).toPrecision(3)) : undefined,
         // Keep onnxruntime's message but not the build paths it embeds.
         error: r.error && String(r.error?.message ?? r.error).split('\n')[0].replace(/\S*onnxruntime\/core\/\S*/g, '…').slice(0, 200),
       });
     }
+    await cache.dispose();
     await matmul.release();
     if (!gqa.error) await gqa.release();
   }
@@ -264,7 +293,7 @@ const cols = ['rows', 'Hkv', 'N', 'threads', 'impl', 'median ms', 'min ms', 'x f
 const table = markdown(rows, cols);
 console.log(table);
 const md = `Command: \`${command}\` (${machine.date}, ${machine.cpus} cores, ${machine.model}, Node ${machine.node}).\n` +
-  `One causal attention call per step, no KV cache: the last \`rows\` query rows (H = ${H}, D = ${D}) against the whole history of N keys and values ` +
+  `One causal attention call per step (with a KV cache: after appending the step's rows to it): the last \`rows\` query rows (H = ${H}, D = ${D}) against the whole history of N keys and values ` +
   `(Hkv heads), seeded RoPE-like inputs, medians of ${reps} interleaved repetitions. The floor is the K and V bytes (2 · Hkv · N · D · 4) ` +
   'over the read bandwidth measured in the same process (a 256 MiB buffer summed with WebAssembly SIMD on as many threads); ' +
   'GroupQueryAttention gets the first N − rows tokens as past key/value and the last rows as new ones.\n\n' + table;

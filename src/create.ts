@@ -1,7 +1,7 @@
 // Makes an engine from createSparge's options. Shared by both entries: what differs between them
 // (starting workers, reading a module's URL) comes in as a Host, so that the single-thread entry
 // (src/single.ts) reaches no node: module and no worker script, not even through a dynamic import.
-import { Engine, type Tensor, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead, type QKPrecision } from './engine.js';
+import { Engine, type Tensor, type TensorWithLse, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead, type QKPrecision } from './engine.js';
 import {
   type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot, type Splat,
   checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot, checkSplat, resolveSplat, isUrl,
@@ -11,10 +11,11 @@ import { checkOptions } from './checks.js';
 import { MAX_BYTES, PAGE } from './memory.js';
 import type { Pool } from './pool.js';
 import { type Sample, type CalibrateOptions, type Calibration, type TunedParams, calibrate } from './calibrate.js';
+import { type KVCache, type KVCacheOptions, type AppendOptions, KVCacheImpl } from './kvcache.js';
 
 // The public types, which both entries export.
 export type {
-  Tensor, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, QKPrecision, Features,
+  Tensor, TensorWithLse, KVCache, KVCacheOptions, AppendOptions, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, QKPrecision, Features,
   SimdChoice, ModuleKind, WasmSource, WasmSources, Int8Dot, Splat, Sample, CalibrateOptions, Calibration, TunedParams,
 };
 
@@ -56,9 +57,12 @@ export interface Sparge {
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult>;
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask>;
   blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult>;
-  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor>;
+  /** with returnLse: true the tensor also carries lse, each row's log-sum-exp */
+  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor | TensorWithLse>;
   /** the sparsest per-head settings whose output stays within options.target on the samples */
   calibrate(samples: Sample | Sample[], options?: CalibrateOptions): Promise<Calibration>;
+  /** a KV cache in this engine's memory, for chunked prefill and decoding (src/kvcache.ts) */
+  createKVCache(options: KVCacheOptions): KVCache;
   dispose(): Promise<void>;
 }
 
@@ -163,6 +167,7 @@ export async function makeSparge(options: CreateOptions, host: Host): Promise<Sp
     blockSparseAttention: async (q, k, v, mask, opts) => live().blockSparseAttention(q, k, v, mask, opts),
     denseAttention: async (q, k, v, opts) => live().denseAttention(q, k, v, opts),
     calibrate: async (samples, opts) => calibrate(live(), samples, opts),
+    createKVCache: (opts) => new KVCacheImpl(live, opts),
     dispose: async () => {
       const e = engine;
       engine = undefined;

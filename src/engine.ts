@@ -5,7 +5,7 @@ import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
   checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
 } from './checks.js';
-import { type Dims, type Job, type Plan, MAX_BYTES, PAGE, dimsOf, plan, writeParams } from './memory.js';
+import { type Dims, type Job, type Plan, type PlanOptions, MAX_BYTES, PAGE, Regions, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
 import type { Pool } from './pool.js';
@@ -45,6 +45,8 @@ export interface SpargeOptions {
   blockK?: number;
   layout?: Layout;
   returnMask?: boolean;
+  /** also return each output row's log-sum-exp, ln sum_j exp(scale q.k_j), as res.lse [B, H, Nq] */
+  returnLse?: boolean;
   /** the result is written here (the output's exact length) and returned as output.data */
   output?: Float32Array;
   /** ends the call at the next tile; it rejects with the signal's reason */
@@ -56,36 +58,43 @@ export interface DenseOptions {
   scale?: number;
   layout?: Layout;
   precision?: 'f32';
+  /** the returned tensor also carries lse: each row's log-sum-exp, [B, H, Nq] */
+  returnLse?: boolean;
   output?: Float32Array;
   signal?: AbortSignal;
 }
+
+/** denseAttention's result with returnLse. */
+export type TensorWithLse = Tensor & { lse: Tensor };
 
 export interface AttentionResult {
   output: Tensor;
   sparsity: number;
   mask?: BlockMask;
+  /** with returnLse: each output row's log-sum-exp, [B, H, Nq] ([H, Nq] for 3-d inputs) */
+  lse?: Tensor;
 }
 
 const MASK_KEYS = [
   'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
   'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask', 'signal', 'precision',
 ] as const;
-const SPARGE_KEYS = [...MASK_KEYS, 'output'] as const;
-const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal'] as const;
+export const SPARGE_KEYS = [...MASK_KEYS, 'output', 'returnLse'] as const;
+export const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal', 'returnLse'] as const;
 
 /** Default block sizes, by measurement: on the CPU 64 x 64 runs as fast as the reference GPU tiles (128 x 64) and keeps more accurate masks. */
 export const DEFAULT_BLOCK_Q = 64;
 export const DEFAULT_BLOCK_K = 64;
 
 /** Stage 1's settings, one entry per query head. */
-interface Stage1Options {
+export interface Stage1Options {
   topk?: number[];
   cdfThreshold?: number[];
   simThreshold: number[];
   attentionSink: boolean;
 }
 
-interface Call {
+export interface Call {
   dims: Dims;
   q: Shape;
   layout: Layout;
@@ -95,17 +104,18 @@ interface Call {
   signal?: AbortSignal;
   /** per query head, for the sparse path: true where QK runs in FP32 */
   fp32?: boolean[];
+  returnLse?: boolean;
 }
 
 /** A call's inputs; a queued call holds copies of their data. */
-interface Inputs {
-  q: TensorLike;
-  k: TensorLike;
+export interface Inputs {
+  q?: TensorLike;
+  k?: TensorLike;
   v?: TensorLike;
   mask?: Uint8Array;
 }
 
-const copyOf = (t: TensorLike): TensorLike => ({ data: t.data.slice(), dims: t.dims });
+const copyOf = (t: TensorLike | undefined): TensorLike | undefined => t && { data: t.data.slice(), dims: t.dims };
 
 /** Number of key blocks query block i may see: the bottom-right-aligned causal rule. */
 export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
@@ -115,8 +125,11 @@ export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
 }
 
 export class Engine {
-  private readonly k: Kernels;
+  /** @internal */
+  readonly k: Kernels;
   private plan?: Plan;
+  /** @internal Long-lived regions (KV caches); calls lay out above them. */
+  readonly regions = new Regions();
   /** calls run one after another: each lays out the whole memory */
   private queue: Promise<unknown> = Promise.resolve();
   /** calls submitted and not yet settled */
@@ -128,7 +141,8 @@ export class Engine {
    */
   constructor(
     module: WebAssembly.Module,
-    private readonly memory: WebAssembly.Memory,
+    /** @internal */
+    readonly memory: WebAssembly.Memory,
     readonly features: Features,
     private readonly pool?: Pool,
   ) {
@@ -157,7 +171,8 @@ export class Engine {
     return next;
   }
 
-  private async exec(stages: Stage[], p = this.plan!.params, signal?: AbortSignal): Promise<void> {
+  /** @internal */
+  async exec(stages: Stage[], p = this.plan!.params, signal?: AbortSignal): Promise<void> {
     const todo = stages.filter(([, n]) => n > 0);
     if (this.pool) await this.pool.run(p, todo, signal);
     else await runLocal(this.k, this.memory.buffer, p, todo, signal);
@@ -168,16 +183,17 @@ export class Engine {
    * busy one into copies of their data, so callers may reuse their buffers as soon as the call
    * returns its promise. body runs when the call's turn comes, with the memory laid out.
    */
-  private submit<T>(c: Call, job: Job, inputs: Inputs, body: (inputs: Inputs) => Promise<T>): Promise<T> {
-    if (c.signal?.aborted) return Promise.reject(c.signal.reason);
+  /** @internal stage(inputs) lays the call out and writes its inputs; body runs it. */
+  submit<T>(signal: AbortSignal | undefined, inputs: Inputs, stage: (inputs: Inputs) => void, body: (inputs: Inputs) => Promise<T>): Promise<T> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const idle = this.pending === 0;
-    if (idle) this.stage(c, job, inputs);
-    else inputs = { q: copyOf(inputs.q), k: copyOf(inputs.k), v: inputs.v && copyOf(inputs.v), mask: inputs.mask?.slice() };
+    if (idle) stage(inputs);
+    else inputs = { q: copyOf(inputs.q), k: copyOf(inputs.k), v: copyOf(inputs.v), mask: inputs.mask?.slice() };
     this.pending++;
     return this.serial(async () => {
       try {
-        c.signal?.throwIfAborted();
-        if (!idle) this.stage(c, job, inputs);
+        signal?.throwIfAborted();
+        if (!idle) stage(inputs);
         return await body(inputs);
       } finally {
         this.pending--;
@@ -185,10 +201,30 @@ export class Engine {
     });
   }
 
+  /** @internal Runs fn in turn with the calls (for a KV cache's bookkeeping); at once when idle. */
+  inTurn(fn: () => void): Promise<void> {
+    if (this.pending === 0) {
+      fn();
+      return Promise.resolve();
+    }
+    this.pending++;
+    return this.serial(async () => {
+      try {
+        fn();
+      } finally {
+        this.pending--;
+      }
+    });
+  }
+
+  private submitCall<T>(c: Call, job: Job, inputs: Inputs, body: (inputs: Inputs) => Promise<T>): Promise<T> {
+    return this.submit(c.signal, inputs, (i) => this.stage(c, job, i), body);
+  }
+
   /** Lays the call out in memory and writes its inputs there. */
   private stage(c: Call, job: Job, inputs: Inputs): void {
     this.prepare(c, job);
-    this.writeInputs(c, inputs.q, inputs.k, inputs.v);
+    this.writeInputs(c, inputs.q!, inputs.k!, inputs.v);
     if (inputs.mask) new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, inputs.mask.length).set(inputs.mask);
   }
 
@@ -198,7 +234,7 @@ export class Engine {
   }
 
   /** Checks a call's tensors and shared options; v (and options.output) only when there is an output. */
-  private call(q: unknown, k: unknown, v: unknown, o: Record<string, unknown>, needV: boolean, blockQ?: number, blockK?: number): Call {
+  call(q: unknown, k: unknown, v: unknown, o: Record<string, unknown>, needV: boolean, blockQ?: number, blockK?: number): Call {
     const layout = checkLayout(o.layout);
     const pr = checkQKV(q, k, v, layout, needV);
     const causal = checkBool('causal', o.causal, false);
@@ -207,26 +243,26 @@ export class Engine {
     const bk = blockK ?? checkBlock('options.blockK', o.blockK, DEFAULT_BLOCK_K);
     const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, bq, bk);
     const output = needV ? checkOutput(o.output, pr.q.B * pr.q.H * pr.q.N * pr.q.D) : undefined;
-    return { dims, q: pr.q, layout, causal, scale, output, signal: checkSignal(o.signal) };
+    const returnLse = needV ? checkBool('returnLse', o.returnLse, false) : false;
+    return { dims, q: pr.q, layout, causal, scale, output, signal: checkSignal(o.signal), returnLse };
   }
 
-  /** Lays the call out and writes the parameter block; refuses before touching memory if it cannot fit. */
-  private prepare(c: Call, job: Job): Plan {
+  /**
+   * @internal Lays the call out and writes the parameter block; refuses before touching memory if
+   * it cannot fit. extra: what a KV cache's calls add (src/kvcache.ts).
+   */
+  prepare(c: Call, job: Job, extra: PlanOptions = {}, scratch = 0): Plan {
     const d = c.dims;
-    const p = plan(d, job, this.threads, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP), c.fp32?.includes(true));
+    const p = plan(d, job, this.threads, Math.max(scratch, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP)), {
+      base: this.regions.top, fp32: c.fp32?.includes(true), lse: c.returnLse, ...extra,
+    });
     if (p.end > MAX_BYTES) {
       throw new RangeError(
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
       );
     }
     const have = this.memory.buffer.byteLength;
-    if (p.end > have) {
-      try {
-        this.memory.grow(Math.ceil((p.end - have) / PAGE));
-      } catch {
-        throw new RangeError(`inputs too large: this call needs ${p.end} bytes of WebAssembly memory and the engine refused to grow it`);
-      }
-    }
+    this.reserve(p.end, 'this call');
     writeParams(this.memory.buffer, p, d, c.causal, c.scale);
     this.plan = p;
     const { i32 } = this.params();
@@ -235,13 +271,25 @@ export class Engine {
     return p;
   }
 
-  private params(): { i32: Int32Array; f32: Float32Array } {
+  /** @internal Grows the memory to `end` bytes if needed; `what` names the need in the error. */
+  reserve(end: number, what: string): void {
+    const have = this.memory.buffer.byteLength;
+    if (end <= have) return;
+    try {
+      this.memory.grow(Math.ceil((end - have) / PAGE));
+    } catch {
+      throw new RangeError(`inputs too large: ${what} needs ${end} bytes of WebAssembly memory and the engine refused to grow it`);
+    }
+  }
+
+  /** @internal */
+  params(): { i32: Int32Array; f32: Float32Array } {
     const at = this.plan!.params;
     return { i32: new Int32Array(this.memory.buffer, at, P.COUNT), f32: new Float32Array(this.memory.buffer, at, P.COUNT) };
   }
 
-  /** Copies a user tensor into its padded HND buffer: rows of DP floats, NP rows per head. */
-  private write(slot: P, t: TensorLike, H: number, N: number, NP: number, c: Call): void {
+  /** @internal Copies a user tensor into its padded HND buffer: rows of DP floats, NP rows per head. */
+  write(slot: P, t: TensorLike, H: number, N: number, NP: number, c: Call): void {
     const d = c.dims;
     const mem = new Float32Array(this.memory.buffer);
     const dst = this.plan!.at[slot]! / 4;
@@ -263,7 +311,8 @@ export class Engine {
     }
   }
 
-  private readOutput(c: Call): Tensor {
+  /** @internal */
+  readOutput(c: Call): Tensor {
     const d = c.dims, { B, H, N, D } = c.q;
     const mem = new Float32Array(this.memory.buffer);
     const src = this.plan!.at[P.OUT]! / 4;
@@ -309,7 +358,8 @@ export class Engine {
    * before the first real stage. Only then is the input scanned again here, to name the argument
    * and index in the error. Finite inputs of any other magnitude are rescaled exactly.
    */
-  private async run(c: Call, stages: Stage[], inputs: Inputs): Promise<void> {
+  /** @internal */
+  async run(c: Call, stages: Stage[], inputs: Inputs): Promise<void> {
     const p = this.plan!.params;
     await this.exec([
       ['input_max', this.k.input_max_tiles(p)],
@@ -354,7 +404,8 @@ export class Engine {
     return { i32: new Int32Array(this.memory.buffer, at, n), f32: new Float32Array(this.memory.buffer, at, n) };
   }
 
-  private predictStages(c: Call, o: Stage1Options): Stage[] {
+  /** @internal */
+  predictStages(c: Call, o: Stage1Options, cached = false): Stage[] {
     const d = c.dims;
     const { i32, f32 } = this.headTable(c);
     this.params().i32[P.CDF_MODE] = o.cdfThreshold ? 1 : 0;
@@ -367,33 +418,49 @@ export class Engine {
     }
     return [
       ['pool_q', d.B * d.H * d.NQB],
-      ['pool_k', d.B * d.HKV * d.NKB],
+      ['pool_k', cached ? 0 : d.B * d.HKV * d.NKB],
       ['predict', d.B * d.H * d.NQB],
     ];
   }
 
-  /** Stage 2 of the sparse path, after packing FP32 Q and K when some heads' QK runs in FP32. */
-  private attendStages(c: Call, pvThreshold: number[]): Stage[] {
+  /**
+   * @internal Stage 2 of the sparse path, after packing FP32 Q and K when some heads' QK runs in
+   * FP32; `splits` key ranges per query tile. cached: K is a KV cache's, packed already.
+   */
+  attendStages(c: Call, pvThreshold: number[], splits = 1, cached = false): Stage[] {
     const d = c.dims;
     const { i32, f32 } = this.headTable(c);
     for (let h = 0; h < d.H; h++) {
       f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
       i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
     }
-    const tiles = d.B * d.H * d.NQB;
-    if (!c.fp32?.includes(true)) return [['attend_sparse', tiles]];
-    return [['pack_q_f32', tiles], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_sparse', tiles], ['attend_sparse_f32', tiles]];
+    const tiles = d.B * d.H * d.NQB, merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
+    if (!c.fp32?.includes(true)) return [['attend_sparse', tiles * splits], ...merge];
+    return [
+      ['pack_q_f32', tiles], ['pack_k_f32', cached ? 0 : d.B * d.HKV * d.NKB],
+      ['attend_sparse', tiles * splits], ['attend_sparse_f32', tiles * splits], ...merge,
+    ];
   }
 
-  private readMask(c: Call): BlockMask {
+  /** @internal Each output row's log-sum-exp, [B, H, Nq] (3-d for 3-d inputs). */
+  readLse(c: Call): Tensor {
+    const d = c.dims, { B, H, N } = c.q, NP = d.NQB * d.BQ;
+    const mem = new Float32Array(this.memory.buffer, this.plan!.at[P.LSE]!, B * H * NP);
+    const data = new Float32Array(B * H * N);
+    for (let bh = 0; bh < B * H; bh++) data.set(mem.subarray(bh * NP, bh * NP + N), bh * N);
+    return { data, dims: c.q.threeD ? [H, N] : [B, H, N] };
+  }
+
+  /** @internal */
+  readMask(c: Call): BlockMask {
     const d = c.dims;
     const n = d.B * d.H * d.NQB * d.NKB;
     const data = new Uint8Array(this.memory.buffer, this.plan!.at[P.MASK]!, n).slice();
     return { data, dims: [d.B, d.H, d.NQB, d.NKB], blockQ: d.BQ, blockK: d.BK, sparsity: sparsityOf(data, d, c.causal) };
   }
 
-  /** Option checks shared by attention() and predictMask(), done before anything runs; H query heads. */
-  private sparseOptions(o: Record<string, unknown>, H: number) {
+  /** @internal Option checks shared by attention() and predictMask(), done before anything runs; H query heads. */
+  sparseOptions(o: Record<string, unknown>, H: number) {
     const parsed = {
       topk: checkPerHead('topk', o.topk, 0.5, 0, 1, '(]', H),
       cdfThreshold: checkPerHead('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]', H),
@@ -421,12 +488,13 @@ export class Engine {
     const c = this.call(q, k, v, o, true);
     const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
     c.fp32 = parsed.fp32;
-    return this.submit(c, 'sparse', { q, k, v }, async (inputs) => {
+    return this.submitCall(c, 'sparse', { q, k, v }, async (inputs) => {
       const [mean, ...codes] = this.quantizeStages(c, parsed.smoothK);
       await this.run(c, [mean, ...this.predictStages(c, stage1), ...codes, ...this.attendStages(c, parsed.pvThreshold)], inputs);
       const mask = this.readMask(c);
       const res: AttentionResult = { output: this.readOutput(c), sparsity: mask.sparsity };
       if (parsed.returnMask) res.mask = mask;
+      if (c.returnLse) res.lse = this.readLse(c);
       return res;
     });
   }
@@ -435,7 +503,7 @@ export class Engine {
     const o = checkOptions(options, MASK_KEYS);
     const c = this.call(q, k, undefined, o, false);
     const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
-    return this.submit(c, 'mask', { q, k }, async (inputs) => {
+    return this.submitCall(c, 'mask', { q, k }, async (inputs) => {
       this.clearMeans(c);
       const d = c.dims;
       await this.run(c, [['k_mean', parsed.smoothK ? d.B * d.HKV : 0], ...this.predictStages(c, stage1)], inputs);
@@ -453,25 +521,30 @@ export class Engine {
     c.fp32 = parsed.fp32;
     const d = c.dims;
     const m = checkMask(mask, [d.B, d.H, d.NQB, d.NKB]);
-    return this.submit(c, 'sparse', { q, k, v, mask: m }, async (inputs) => {
+    return this.submitCall(c, 'sparse', { q, k, v, mask: m }, async (inputs) => {
       await this.run(c, [...this.quantizeStages(c, parsed.smoothK), ...this.attendStages(c, parsed.pvThreshold)], inputs);
       const res: AttentionResult = { output: this.readOutput(c), sparsity: sparsityOf(inputs.mask!, d, c.causal) };
+      if (c.returnLse) res.lse = this.readLse(c);
       if (parsed.returnMask) res.mask = { data: inputs.mask!.slice(), dims: [d.B, d.H, d.NQB, d.NKB], blockQ: bq, blockK: bk, sparsity: res.sparsity };
       return res;
     });
   }
 
-  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor> {
+  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor | TensorWithLse> {
     const o = checkOptions(options, DENSE_KEYS);
-    if (o.precision !== undefined && o.precision !== 'f32') {
-      throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(o.precision)}`);
-    }
+    checkDensePrecision(o.precision);
     const c = this.call(q, k, v, o, true, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
     const d = c.dims;
-    return this.submit(c, 'dense', { q, k, v }, async (inputs) => {
+    return this.submitCall(c, 'dense', { q, k, v }, async (inputs) => {
       await this.run(c, [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]], inputs);
-      return this.readOutput(c);
+      return this.denseResult(c);
     });
+  }
+
+  /** @internal The output tensor of a dense call, with its rows' log-sum-exp where asked. */
+  denseResult(c: Call): Tensor | TensorWithLse {
+    const out = this.readOutput(c);
+    return c.returnLse ? { ...out, lse: this.readLse(c) } : out;
   }
 
   /** Test hook: runs raw stages with a parameter block the caller chose (e.g. one that traps). */
@@ -485,6 +558,11 @@ export class Engine {
   debugTerminate(i: number): void {
     this.pool?.terminate(i);
   }
+}
+
+/** denseAttention computes in FP32 only; the option exists to say so. */
+export function checkDensePrecision(p: unknown): void {
+  if (p !== undefined && p !== 'f32') throw new RangeError(`options.precision must be 'f32', got ${JSON.stringify(p)}`);
 }
 
 /** A block size stated by a mask, by options, or both (then they must agree). */

@@ -2,6 +2,7 @@
 // nothing and find every buffer through the parameter block (assembly/params.ts), so the same
 // layout can later be read by several instances sharing the memory.
 import { P, Head } from '../assembly/params.js';
+import { PARAMS_OFFSET } from './tiles.js';
 
 export const PAGE = 65536;
 /** wasm32 addresses 4 GiB; engines may refuse less, which grow() reports. */
@@ -21,7 +22,30 @@ export interface Dims {
   DP: number; BQ: number; BK: number; NQB: number; NKB: number;
 }
 
-export type Job = 'mask' | 'sparse' | 'dense';
+export type Job = 'mask' | 'sparse' | 'dense' | 'append';
+
+/** A KV cache's buffers (src/kvcache.ts): offsets of its K-side slots and V. */
+export interface CacheRegion {
+  at: Partial<Record<P, number>>;
+}
+
+/** What a call lays out beyond its job's buffers. */
+export interface PlanOptions {
+  /** where the call's buffers start: above every KV cache's region */
+  base?: number;
+  /** the sparse job has heads whose QK runs in FP32, which read packed FP32 Q and K too */
+  fp32?: boolean;
+  /** K and V are a KV cache's: only Q's side is laid out */
+  cache?: CacheRegion;
+  /** split-KV: key ranges per query tile (1: none) */
+  splits?: number;
+  /** bytes of one query tile's split records (the kernels' part_bytes) */
+  partBytes?: number;
+  /** each row's log-sum-exp is returned */
+  lse?: boolean;
+  /** new rows per kv head staged for kv_append */
+  newRows?: number;
+}
 
 export function dimsOf(B: number, H: number, HKV: number, NQ: number, NK: number, D: number, BQ: number, BK: number): Dims {
   return {
@@ -43,50 +67,66 @@ export interface Plan {
  * Byte offsets for a job. Rows are padded to whole blocks and channels to DP (a multiple of 8),
  * with zeros, so that kernels never test for edges inside their hot loops.
  */
-/** fp32: the sparse job has heads whose QK runs in FP32, which read packed FP32 Q and K too. */
-export function plan(d: Dims, job: Job, workers: number, attnScratch: number, fp32 = false): Plan {
+export function plan(d: Dims, job: Job, workers: number, scratch: number, o: PlanOptions = {}): Plan {
   const at: Partial<Record<P, number>> = {};
-  let end = BASE;
+  let end = o.base ?? BASE;
   const take = (bytes: number) => {
-    const o = end;
+    const off = end;
     end += Math.ceil(bytes / ALIGN) * ALIGN;
-    return o;
+    return off;
   };
-  const params = take(P.COUNT * 4);
+  const params = PARAMS_OFFSET;
   const qRows = d.B * d.H * d.NQB * d.BQ;
   const kRows = d.B * d.HKV * d.NKB * d.BK;
   const qBlocks = d.B * d.H * d.NQB, kBlocks = d.B * d.HKV * d.NKB;
-  at[P.Q] = take(qRows * d.DP * 4);
-  at[P.K] = take(kRows * d.DP * 4);
-  if (job !== 'mask') at[P.V] = take(kRows * d.DP * 4);
-  // K means, then one row of zeros that the Q kernels use as "no mean".
-  at[P.KMEAN] = take((d.B * d.HKV + 1) * d.DP * 4);
-  if (job === 'dense' || fp32) {
-    at[P.QF] = take(qRows * d.DP * 4);
-    at[P.KF] = take(kRows * d.DP * 4);
+  const kSide = job !== 'append' && !o.cache;
+  if (job !== 'append') at[P.Q] = take(qRows * d.DP * 4);
+  if (kSide) {
+    at[P.K] = take(kRows * d.DP * 4);
+    if (job !== 'mask') at[P.V] = take(kRows * d.DP * 4);
+    // K means, then one row of zeros that the Q kernels use as "no mean".
+    at[P.KMEAN] = take((d.B * d.HKV + 1) * d.DP * 4);
   }
-  if (job !== 'dense') {
+  if (o.newRows !== undefined) {
+    at[P.KNEW] = take(d.HKV * o.newRows * d.DP * 4);
+    at[P.VNEW] = take(d.HKV * o.newRows * d.DP * 4);
+  }
+  if (job === 'dense' || o.fp32) {
+    at[P.QF] = take(qRows * d.DP * 4);
+    if (kSide) at[P.KF] = take(kRows * d.DP * 4);
+  }
+  if (job === 'mask' || job === 'sparse') {
     at[P.QBAR] = take(qBlocks * d.DP * 4);
     at[P.QSIM] = take(qBlocks * 4);
-    at[P.KBAR] = take(kBlocks * d.DP * 4);
-    at[P.KSIM] = take(kBlocks * 4);
+    if (kSide) {
+      at[P.KBAR] = take(kBlocks * d.DP * 4);
+      at[P.KSIM] = take(kBlocks * 4);
+    }
     at[P.MASK] = take(qBlocks * d.NKB);
     at[P.HEADS] = take(d.H * Head.COUNT * 4);
+    if (o.cache) at[P.KEPT] = take(qBlocks * 4);
   }
   if (job === 'sparse') {
     at[P.QC] = take(qRows * d.DP * 2);
     at[P.QSUM] = take(qRows * 4);
     at[P.QSCALE] = take(qBlocks * 4);
-    at[P.KC] = take(kRows * d.DP * 2);
-    at[P.KSCALE] = take(kBlocks * 4);
+    if (kSide) {
+      at[P.KC] = take(kRows * d.DP * 2);
+      at[P.KSCALE] = take(kBlocks * 4);
+    }
   }
-  if (job !== 'mask') at[P.OUT] = take(qRows * d.DP * 4);
+  if (job === 'sparse' || job === 'dense') {
+    at[P.OUT] = take(qRows * d.DP * 4);
+    if (o.lse) at[P.LSE] = take(qRows * 4);
+    if ((o.splits ?? 1) > 1) at[P.PART] = take(qBlocks * o.partBytes!);
+  }
   // One maximum per 64 KiB tile of the inputs (assembly/check.ts).
   const tiles = (bytes: number) => Math.ceil(bytes / 65536);
-  at[P.TILEMAX] = take((tiles(qRows * d.DP * 4) + tiles(kRows * d.DP * 4) * 2) * 4);
-  const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 12, attnScratch) / ALIGN) * ALIGN;
+  at[P.TILEMAX] = take((tiles(qRows * d.DP * 4) + (kSide ? tiles(kRows * d.DP * 4) * 2 : 0)) * 4);
+  const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 12, scratch) / ALIGN) * ALIGN;
   at[P.SCRATCH_STRIDE] = stride;
   at[P.SCRATCH] = take(stride * workers);
+  if (o.cache) Object.assign(at, o.cache.at);
   return { at, params, end };
 }
 
@@ -108,4 +148,36 @@ export function writeParams(buffer: ArrayBufferLike, p: Plan, d: Dims, causal: b
   f64(P.SCALE64)[0] = scale;
   f64(P.QK_MUL64)[0] = scale * Math.LOG2E;
   for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
+  i32[P.KSTRIDE] = d.NKB;
+  i32[P.SPLITS] = 1;
+  i32[P.SPAN] = d.NKB;
+}
+
+/**
+ * A first-fit allocator of long-lived regions (KV caches) in WebAssembly memory, from the first
+ * page up; each call lays its buffers out above `top`.
+ */
+export class Regions {
+  private readonly used: { at: number; bytes: number }[] = [];
+
+  get top(): number {
+    const last = this.used[this.used.length - 1];
+    return last ? last.at + last.bytes : BASE;
+  }
+
+  alloc(bytes: number): number {
+    bytes = Math.ceil(bytes / ALIGN) * ALIGN;
+    let at = BASE, i = 0;
+    for (; i < this.used.length; i++) {
+      if (this.used[i].at - at >= bytes) break;
+      at = this.used[i].at + this.used[i].bytes;
+    }
+    this.used.splice(i, 0, { at, bytes });
+    return at;
+  }
+
+  free(at: number): void {
+    const i = this.used.findIndex((r) => r.at === at);
+    if (i >= 0) this.used.splice(i, 1);
+  }
 }

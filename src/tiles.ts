@@ -10,6 +10,8 @@ export type Stage = readonly [kernel: string, tiles: number];
 
 export type Kernels = Record<string, Kernel> & {
   attention_scratch_bytes(bq: number, bk: number, dp: number): number;
+  part_bytes(tiles: number, splits: number, bq: number, dp: number): number;
+  kv_append_scratch_bytes(bk: number, dp: number): number;
   input_max_tiles(params: number): number;
   prescale_tiles(params: number): number;
   relaxed_dot_probe(b: number): number;
@@ -21,6 +23,11 @@ export type Kernels = Record<string, Kernel> & {
  * that data again, and counters inside it would corrupt it. scripts/build.js checks the gap.
  */
 export const CONTROL_OFFSET = 32768;
+/**
+ * Byte offset of each call's parameter block, in the same first page: workers read it through
+ * views made when they started, which a grown memory does not extend.
+ */
+export const PARAMS_OFFSET = CONTROL_OFFSET + 1024;
 export const MAX_STAGES = 16;
 // Int32 slots of the control block: abort flag, then a take counter and a done counter per stage.
 export const ABORT = 0;
