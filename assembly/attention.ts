@@ -13,7 +13,7 @@
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
 import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, headParam, headParamf } from './simd';
-import { qk_4x8, pv_4x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
+import { qk_4x8, pv_4x8, qk_1x8, pv_1x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
 const ROWS = 4;
@@ -72,7 +72,7 @@ type Full = i64;
     const bh = qt / nqb, i = qt - bh * nqb;
     const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
     const lambda = f32x4.splat(sparse ? headParamf(p, head, Head.PV) : Infinity);
-    const row0 = i * bq, rows = min(bq, nq - row0);
+    const row0 = i * bq, rows = min(bq, nq - row0), one = rows == 1;
     const out = splits > 1 ? partOf(p, t) : ptr(p, P.OUT) + <usize>qt * bq * rowBytes;
     const q = qBase + <usize>qt * bq * qBytes;
     const corr = ptr(p, P.QSUM) + (<usize>qt * bq << 2);
@@ -101,8 +101,9 @@ type Full = i64;
       for (let rg = 0; rg < rows; rg += ROWS) {
         let mb = NEG_INF;
         for (let g = 0; g < bk; g += 8) {
-          mb = f32x4.pmax(mb, qk_4x8<T, B>(q + <usize>rg * qBytes, kp + <usize>g * keyBytes, steps,
-            corr + (<usize>rg << 2), mul, s + (<usize>g << 4)));
+          const kg = kp + <usize>g * keyBytes, sg = s + (<usize>g << 4);
+          mb = f32x4.pmax(mb, one ? qk_1x8<T>(q, kg, steps, corr, mul, sg)
+            : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, corr + (<usize>rg << 2), mul, sg));
         }
         // Keys past the end, or after a row's diagonal, score -Infinity; the maxima are taken again.
         const seen = causal ? min(valid, row0 + rg + shift + 1 - key0) : valid;
@@ -139,7 +140,8 @@ type Full = i64;
         const lp = lrow + (<usize>rg << 2);
         store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
         store<v128>(mrow + (<usize>rg << 2), mn);
-        pv_4x8<B>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
+        if (one) pv_1x8(chunk, s, vp, rowBytes, valid, dp, alpha);
+        else pv_4x8<B>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
       }
     }
     fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);

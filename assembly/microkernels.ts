@@ -152,3 +152,68 @@ export type SplatByShuffle = v128;
     store<v128>(od + 3 * oStride, o30); store<v128>(od + 3 * oStride, o31, 16);
   }
 }
+
+// One query row (a decode step): the 4-row kernels would spend three quarters of their arithmetic
+// on padding rows. Each keeps the layouts above; the row's scores are broadcast to all four lanes
+// of its key-major S vectors, so the driver's vertical softmax runs unchanged.
+
+/**
+ * S[8 keys] = (Q[row 0] . K[8 keys]) * mul, each key's score in all four lanes of its vector at
+ * s + 16 * key; returns their maximum in every lane. Even and odd steps accumulate apart, halving
+ * the dependency chains that bind a one-row loop.
+ */
+@inline export function qk_1x8<T>(q: usize, k: usize, steps: i32, corr: usize, mul: v128, s: usize): v128 {
+  let a0 = i32x4.splat(0), a1 = a0, e0 = a0, e1 = a0;
+  const kstep = kStepBytes<T>();
+  let qp = q, kp = k;
+  const end = q + (<usize>steps << 4);
+  while (qp < end) {
+    const x = v128.load32_splat(qp), y = v128.load32_splat(qp, 16);
+    const relaxed = isRelaxedDot<T>();
+    const b0 = load<v128>(kp), b1 = load<v128>(kp, relaxed ? 32 : 16);
+    const c0 = relaxed ? load<v128>(kp, 16) : b0, c1 = relaxed ? load<v128>(kp, 48) : b1;
+    a0 = kdot<T>(x, b0, c0, a0); a1 = kdot<T>(x, b1, c1, a1);
+    const n = kp + 2 * kstep;
+    const d0 = load<v128>(n), d1 = load<v128>(n, relaxed ? 32 : 16);
+    const f0 = relaxed ? load<v128>(n, 16) : d0, f1 = relaxed ? load<v128>(n, 48) : d1;
+    e0 = kdot<T>(y, d0, f0, e0); e1 = kdot<T>(y, d1, f1, e1);
+    qp += 32;
+    kp += 4 * kstep;
+  }
+  const k0 = isRelaxedDot<T>() ? load<i32>(corr) : 0;
+  const s0 = score<T>(isFloat<T>() ? f32x4.add(a0, e0) : i32x4.add(a0, e0), k0, mul);
+  const s1 = score<T>(isFloat<T>() ? f32x4.add(a1, e1) : i32x4.add(a1, e1), k0, mul);
+  store<v128>(s, v128.shuffle<f32>(s0, s0, 0, 0, 0, 0)); store<v128>(s, v128.shuffle<f32>(s0, s0, 1, 1, 1, 1), 16);
+  store<v128>(s, v128.shuffle<f32>(s0, s0, 2, 2, 2, 2), 32); store<v128>(s, v128.shuffle<f32>(s0, s0, 3, 3, 3, 3), 48);
+  store<v128>(s, v128.shuffle<f32>(s1, s1, 0, 0, 0, 0), 64); store<v128>(s, v128.shuffle<f32>(s1, s1, 1, 1, 1, 1), 80);
+  store<v128>(s, v128.shuffle<f32>(s1, s1, 2, 2, 2, 2), 96); store<v128>(s, v128.shuffle<f32>(s1, s1, 3, 3, 3, 3), 112);
+  const m = f32x4.pmax(s0, s1), m2 = f32x4.pmax(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  return f32x4.pmax(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2));
+}
+
+/**
+ * O[row 0][0..dp) = O * alpha[0] + P[0..nk)[lane 0] . V[nk][0..dp), 8 channels at a time, even and
+ * odd keys into separate accumulators.
+ */
+@inline export function pv_1x8(o: usize, p: usize, v: usize, vStride: usize, nk: i32, dp: i32, alpha: v128): void {
+  const al = v128.shuffle<f32>(alpha, alpha, 0, 0, 0, 0);
+  const pairs = p + (<usize>(nk & ~1) << 4), end = p + (<usize>nk << 4);
+  for (let d = 0; d < dp; d += 8) {
+    const od = o + (<usize>d << 2);
+    let o0 = f32x4.mul(load<v128>(od), al), o1 = f32x4.mul(load<v128>(od, 16), al);
+    let e0 = f32x4.splat(0), e1 = e0;
+    let vp = v + (<usize>d << 2), pp = p;
+    while (pp < pairs) {
+      const p0 = v128.load32_splat(pp), p1 = v128.load32_splat(pp, 16);
+      o0 = madd(p0, load<v128>(vp), o0); o1 = madd(p0, load<v128>(vp, 16), o1);
+      e0 = madd(p1, load<v128>(vp + vStride), e0); e1 = madd(p1, load<v128>(vp + vStride, 16), e1);
+      vp += 2 * vStride;
+      pp += 32;
+    }
+    if (pp < end) {
+      const p0 = v128.load32_splat(pp);
+      o0 = madd(p0, load<v128>(vp), o0); o1 = madd(p0, load<v128>(vp, 16), o1);
+    }
+    store<v128>(od, f32x4.add(o0, e0)); store<v128>(od, f32x4.add(o1, e1), 16);
+  }
+}
