@@ -11,7 +11,12 @@ import { rng } from '../test/helpers.js';
  *   (query i sees keys 0 .. i + Nk - Nq), so Nq < Nk is a continuation of a cached prefix.
  *   Returns [1, H, Nq, D].
  * @typedef {(layer: number, q: Tensor, k: Tensor, v: Tensor) => void} QKVHook
- * @typedef {{ attention?: Attention, onQKV?: QKVHook }} ForwardOptions
+ * @typedef {(layer: number, q: Tensor, kNew: Tensor, vNew: Tensor) => Tensor | Promise<Tensor>} AttendNew
+ *   Attention that keeps its own key/value history (a KV cache per layer): q is [1, H, n, D] and
+ *   kNew, vNew are [1, Hkv, n, D], HND, the n positions of this step only; it appends them to its
+ *   history and returns q's causal attention over all of it, [1, H, n, D].
+ * @typedef {{ attention?: Attention, attendNew?: AttendNew, onQKV?: QKVHook }} ForwardOptions
+ *   attendNew, when given, is used instead of attention, and the JS-side prefix is not kept
  * @typedef {{
  *   dim: number, hidden: number, layers: number, heads: number, kvHeads: number,
  *   vocab: number, seqLen: number, headSize: number, kvDim: number,
@@ -141,6 +146,8 @@ function createState(model, capacity) {
   return {
     pos: 0,
     capacity,
+    /** set once a step ran through attendNew: from then on the history lives outside this state */
+    external: false,
     k: Array.from({ length: model.layers }, () => new Float32Array(size)),
     v: Array.from({ length: model.layers }, () => new Float32Array(size)),
   };
@@ -159,12 +166,14 @@ function cachedPrefix(cache, model, capacity, length) {
  * @param {Llama} model @param {ReturnType<typeof createState>} state @param {ArrayLike<number>} tokens
  * @param {ForwardOptions} [options] @returns {Promise<Tensor>}
  */
-async function run(model, state, tokens, { attention = fp64Attention, onQKV } = {}) {
+async function run(model, state, tokens, { attention = fp64Attention, attendNew, onQKV } = {}) {
   const { dim, hidden, heads: H, headSize: D, kvDim, vocab } = model;
   const n = tokens.length;
   const pos0 = state.pos;
   const total = pos0 + n;
   if (total > state.capacity) throw new RangeError(`${total} positions exceed the state's ${state.capacity}`);
+  if (attendNew) state.external = true;
+  else if (state.external) throw new Error('this state ran through attendNew and holds no key/value prefix for attention');
   const x = new Float64Array(n * dim);
   for (let t = 0; t < n; t++) {
     const tok = tokens[t];
@@ -183,14 +192,25 @@ async function run(model, state, tokens, { attention = fp64Attention, onQKV } = 
     matmul(v, xb, w.wv, n, dim, kvDim);
     rope(q, n, dim, D, pos0);
     rope(k, n, kvDim, D, pos0);
-    scatterHeads(state.k[l], k, n, model.kvHeads, D, state.capacity, pos0);
-    scatterHeads(state.v[l], v, n, model.kvHeads, D, state.capacity, pos0);
     const qT = { data: new Float32Array(H * n * D), dims: [1, H, n, D] };
     scatterHeads(qT.data, q, n, H, D, n, 0);
-    const kT = cachedPrefix(state.k[l], model, state.capacity, total);
-    const vT = cachedPrefix(state.v[l], model, state.capacity, total);
-    onQKV?.(l, qT, kT, vT);
-    const o = (await attention(l, qT, kT, vT)).data;
+    let o;
+    if (attendNew) {
+      // Only this step's rows: the attention appends them to the history it keeps.
+      const kNew = { data: new Float32Array(kvDim * n), dims: [1, model.kvHeads, n, D] };
+      const vNew = { data: new Float32Array(kvDim * n), dims: [1, model.kvHeads, n, D] };
+      scatterHeads(kNew.data, k, n, model.kvHeads, D, n, 0);
+      scatterHeads(vNew.data, v, n, model.kvHeads, D, n, 0);
+      onQKV?.(l, qT, kNew, vNew);
+      o = (await attendNew(l, qT, kNew, vNew)).data;
+    } else {
+      scatterHeads(state.k[l], k, n, model.kvHeads, D, state.capacity, pos0);
+      scatterHeads(state.v[l], v, n, model.kvHeads, D, state.capacity, pos0);
+      const kT = cachedPrefix(state.k[l], model, state.capacity, total);
+      const vT = cachedPrefix(state.v[l], model, state.capacity, total);
+      onQKV?.(l, qT, kT, vT);
+      o = (await attention(l, qT, kT, vT)).data;
+    }
     for (let t = 0; t < n; t++) {
       for (let h = 0; h < H; h++) {
         for (let i = 0; i < D; i++) att[t * dim + h * D + i] = o[(h * n + t) * D + i];
@@ -288,6 +308,46 @@ export function spargeAttention(sparge, optionsPerLayer) {
   return Object.assign(attention, { sparsity });
 }
 
+/**
+ * sparge-wasm KV caches, one per layer (createKVCache, HND, capacity model.seqLen), behind an
+ * AttendNew: each call appends the step's keys and values to its layer's cache, then runs
+ * cache.denseAttention(q, { causal: true }) for 'dense' or cache.attention(q, { causal: true,
+ * ...options }) otherwise. optionsPerLayer is as for spargeAttention. `sparsity[layer]` is the
+ * block sparsity of that layer's last call (0 for dense); clear() empties every cache (for a new
+ * sequence) and dispose() returns their memory.
+ * @param {import('../dist/src/index.js').Sparge} sparge
+ * @param {Llama} model
+ * @param {(import('../dist/src/index.js').SpargeOptions | 'dense')[] | import('../dist/src/index.js').SpargeOptions | 'dense'} optionsPerLayer
+ * @returns {AttendNew & { sparsity: number[], caches: import('../dist/src/index.js').KVCache[], clear(): void, dispose(): Promise<void> }}
+ */
+export function spargeKVCaches(sparge, model, optionsPerLayer) {
+  const caches = Array.from({ length: model.layers }, () =>
+    sparge.createKVCache({ heads: model.kvHeads, headDim: model.headSize, capacity: model.seqLen }));
+  const sparsity = [];
+  const attendNew = async (layer, q, kNew, vNew) => {
+    const cache = caches[layer];
+    const options = Array.isArray(optionsPerLayer) ? optionsPerLayer[layer] : optionsPerLayer;
+    await cache.append(kNew, vNew);
+    if (options === 'dense') {
+      sparsity[layer] = 0;
+      return cache.denseAttention(q, { causal: true });
+    }
+    const res = await cache.attention(q, { causal: true, ...options });
+    sparsity[layer] = res.sparsity;
+    return res.output;
+  };
+  return Object.assign(attendNew, {
+    sparsity,
+    caches,
+    clear() {
+      for (const cache of caches) cache.clear();
+    },
+    async dispose() {
+      for (const cache of caches) await cache.dispose();
+    },
+  });
+}
+
 /** Row t of logits [N, vocab] as float64 log-probabilities. */
 function logSoftmaxRow(logits, t) {
   const V = logits.dims[1];
@@ -371,4 +431,62 @@ export async function sampleTokens(model, n, seed, options) {
     tokens.push(next);
   }
   return tokens;
+}
+
+/**
+ * @typedef {ForwardOptions & {
+ *   forced?: ArrayLike<number>,
+ *   onStep?: (step: { phase: 'prefill' | 'decode', index: number, ms: number }) => void,
+ * }} GenerateOptions
+ *   forced: teacher forcing, the n tokens to feed instead of the argmax (the logits are recorded
+ *   all the same), so that two attention methods can be compared step by step on one sequence;
+ *   onStep runs after the prefill (index 0) and after each decode step (index 1 .. n - 1), e.g. to
+ *   read an attention's sparsity of that step
+ */
+
+/**
+ * Greedy generation: the prompt in one prefill step, then n tokens, each the argmax of the last
+ * distribution (or options.forced[i]), decoded one at a time over the key/value history. Token 0
+ * comes from the prefill's last row and token i from decode step i, which feeds token i - 1, so
+ * there are n - 1 decode steps and the last token is never fed back. An options.attendNew must
+ * start empty (e.g. fresh or cleared caches).
+ * @param {Llama} model
+ * @param {ArrayLike<number>} prompt at least one token
+ * @param {number} n tokens to generate
+ * @param {GenerateOptions} [options]
+ * @returns {Promise<{ tokens: number[], logits: Float32Array[], prefillMs: number, decodeMs: number, decodeSteps: number }>}
+ *   tokens: the n generated (or forced) tokens; logits[i]: the next-token logits token i was chosen from
+ */
+export async function generate(model, prompt, n, options = {}) {
+  const { forced, onStep, ...forwardOptions } = options;
+  if (prompt.length < 1) throw new RangeError('generate needs a prompt of at least one token');
+  if (forced && forced.length < n) throw new RangeError(`options.forced has ${forced.length} tokens, ${n} are needed`);
+  const V = model.vocab;
+  const state = createState(model, prompt.length + Math.max(n - 1, 0));
+  const tokens = [];
+  const logits = [];
+  let t0 = performance.now();
+  let out = await run(model, state, prompt, forwardOptions);
+  const prefillMs = performance.now() - t0;
+  onStep?.({ phase: 'prefill', index: 0, ms: prefillMs });
+  let row = out.data.slice((prompt.length - 1) * V, prompt.length * V);
+  let decodeMs = 0;
+  for (let i = 0; i < n; i++) {
+    if (i > 0) {
+      t0 = performance.now();
+      out = await run(model, state, [tokens[i - 1]], forwardOptions);
+      const ms = performance.now() - t0;
+      decodeMs += ms;
+      onStep?.({ phase: 'decode', index: i, ms });
+      row = out.data.slice(0, V);
+    }
+    logits.push(row);
+    tokens.push(forced ? forced[i] : argmax(row, 0, V));
+  }
+  return { tokens, logits, prefillMs, decodeMs, decodeSteps: Math.max(n - 1, 0) };
+}
+
+/** Greedy's choice from next-token logits: the index of the largest (the first of ties). */
+export function argmaxToken(logits) {
+  return argmax(logits, 0, logits.length);
 }
