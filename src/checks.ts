@@ -118,7 +118,6 @@ export function checkNumber(name: string, x: unknown, dflt: number, lo: number, 
   return x;
 }
 
-/** A block size; name is the argument's full name (options.blockQ, mask.blockQ). */
 /**
  * A per-head setting: one number for every query head, or an array of one per head (length H).
  * Each entry is checked as checkNumber does, and named by its index.
@@ -145,6 +144,7 @@ export function checkPrecision(x: unknown, H: number): boolean[] {
   return x.map((v, i) => one(v, `precision[${i}]`));
 }
 
+/** A block size; name is the argument's full name (options.blockQ, mask.blockQ). */
 export function checkBlock(name: string, x: unknown, dflt: number): number {
   if (x === undefined) return dflt;
   if (typeof x !== 'number' || !Number.isInteger(x)) {
