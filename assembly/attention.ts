@@ -78,8 +78,10 @@ type Full = i64;
     const corr = ptr(p, P.QSUM) + (<usize>qt * bq << 2);
     const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>qt << 2));
     const maskRow = ptr(p, P.MASK) + <usize>qt * nkb;
-    zeroRow(out, bq * dp);
-    zeroRow(chunk, bq * dp);
+    // Only the row groups that hold real rows are read back: a one-row step clears 4 rows, not bq.
+    const used = (rows + ROWS - 1) & ~(ROWS - 1);
+    zeroRow(out, used * dp);
+    zeroRow(chunk, used * dp);
     for (let rg = 0; rg < bq; rg += ROWS) {
       store<v128>(mrow + (<usize>rg << 2), NEG_INF);
       store<v128>(lrow + (<usize>rg << 2), f32x4.splat(0));

@@ -190,16 +190,23 @@ export class KVCacheImpl implements KVCache {
       const o = checkOptions(options, DENSE_KEYS);
       checkDensePrecision(o.precision);
       const c0 = this.queryCall(q, o);
+      const grouped = this.grouped(c0);
       let c: Call, splits = 1;
       return engine.submit(c0.signal, { q }, (inputs) => {
-        c = this.stageQuery(engine, c0, 'dense', inputs.q!);
+        c = this.stageQuery(engine, grouped ?? c0, 'dense', inputs.q!);
         splits = this.splits(c);
       }, async (inputs) => {
         const tiles = c.dims.H * c.dims.NQB;
         const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
         await engine.run(c, [...this.repair(), ['pack_q_f32', tiles], ['attend_dense', tiles * splits], ...merge], inputs);
         this.dirty = false;
-        return engine.denseResult(c);
+        const res = engine.denseResult(c);
+        if (!grouped) return res;
+        // The group's rows are the query heads' rows: the same floats, in the caller's shape.
+        const { H, N, D, threeD } = c0.q, lead = threeD ? [] : [1];
+        res.dims = [...lead, ...(c0.layout === 'HND' ? [H, N, D] : [N, H, D])];
+        if ('lse' in res) res.lse.dims = [...lead, H, N];
+        return res;
       });
     } catch (e) {
       return Promise.reject(e);
@@ -280,6 +287,22 @@ export class KVCacheImpl implements KVCache {
       output: checkOutput(o.output, qs.H * qs.N * qs.D),
       signal: checkSignal(o.signal),
       returnLse: checkBool('returnLse', o.returnLse, false),
+    };
+  }
+
+  /**
+   * A dense one-row step with GQA as a call with Hkv heads of G rows each, non-causal (one row sees
+   * every key): q's [H, 1, D] floats are [Hkv, G, D] as they lie, in either layout. The G query
+   * heads of a group then share each read of their K and V blocks, as rows of the 4-row kernels,
+   * instead of reading them G times.
+   */
+  private grouped(c0: Call): Call | undefined {
+    const G = c0.q.H / this.heads;
+    if (c0.q.N !== 1 || G === 1) return undefined;
+    return {
+      ...c0, causal: false, layout: 'HND',
+      q: { B: 1, H: this.heads, N: G, D: this.headDim, threeD: true },
+      dims: dimsOf(1, this.heads, this.heads, G, this.logical, this.headDim, c0.dims.BQ, this.blockK),
     };
   }
 
