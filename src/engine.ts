@@ -174,7 +174,7 @@ export class Engine {
   /** @internal */
   async exec(stages: Stage[], p = this.plan!.params, signal?: AbortSignal): Promise<void> {
     const todo = stages.filter(([, n]) => n > 0);
-    if (this.pool) await this.pool.run(p, todo, signal);
+    if (this.pool) await this.pool.run(p, todo, signal, this.k);
     else await runLocal(this.k, this.memory.buffer, p, todo, signal);
   }
 
@@ -253,7 +253,8 @@ export class Engine {
    */
   prepare(c: Call, job: Job, extra: PlanOptions = {}, scratch = 0): Plan {
     const d = c.dims;
-    const p = plan(d, job, this.threads, Math.max(scratch, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP)), {
+    // A pool's calling thread takes tiles too, with the scratch after the workers'.
+    const p = plan(d, job, this.pool ? this.threads + 1 : 1, Math.max(scratch, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP)), {
       base: this.regions.top, fp32: c.fp32?.includes(true), lse: c.returnLse, ...extra,
     });
     if (p.end > MAX_BYTES) {

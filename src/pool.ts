@@ -1,11 +1,13 @@
 // The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
 // A call posts its stages to every worker; workers take tiles from atomic counters (tiles.ts), so
-// uneven sparsity balances itself, and the calling thread only awaits their replies.
+// uneven sparsity balances itself. The calling thread takes tiles too for its first millisecond,
+// while the workers wake: a short call (a decode step) is often done before they are, and then
+// returns without waiting for their replies, which the next call collects first.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
 import { importNode, isNode } from './node.js';
-import { type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared } from './tiles.js';
+import { type Kernels, type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared, runShared } from './tiles.js';
 
 /** The little that differs between Node's worker_threads and Web Workers. */
 interface Port {
@@ -75,6 +77,11 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): P
 
 const WORKER_FILE = './worker.js';
 
+/** How long the calling thread takes tiles of a call before it leaves the rest to the workers. */
+const CALLER_MS = 1;
+
+type Reply = { ok: boolean; error?: string; aborted?: boolean };
+
 interface Slot {
   port?: Port;
   /** resolves when the worker has instantiated the module */
@@ -89,6 +96,8 @@ export class Pool {
   private readonly ctl: Int32Array;
   private job = 0;
   private closed = false;
+  /** the workers' replies to a call the calling thread finished alone */
+  private joining?: Promise<unknown>;
 
   private constructor(
     private readonly kind: 'web' | 'worker_threads',
@@ -151,8 +160,11 @@ export class Pool {
    * Runs the stages over every worker; rejects with the first worker's error after all have
    * stopped, or with the signal's reason when it aborts (workers stop at their next tile).
    */
-  async run(params: number, stages: readonly Stage[], signal?: AbortSignal): Promise<void> {
+  async run(params: number, stages: readonly Stage[], signal?: AbortSignal, caller?: Kernels): Promise<void> {
     if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
+    // Workers still passing the barriers of a call that is done must not see this one's counters.
+    await this.joining;
+    this.joining = undefined;
     await Promise.all(this.slots.map((s) => s.ready));
     signal?.throwIfAborted();
     const ctl = this.ctl;
@@ -165,19 +177,38 @@ export class Pool {
     // This call's workers; one that dies is replaced in this.slots, and its replacement stays
     // referenced (keeping the process alive) until it is ready.
     const slots = this.slots.slice();
-    const replies = slots.map((slot) => new Promise<{ ok: boolean; error?: string; aborted?: boolean }>((res) => {
+    const replies = Promise.all(slots.map((slot) => new Promise<Reply>((res) => {
       slot.reply = res;
       slot.port!.ref();
       slot.port!.post({ type: 'run', job, params, stages: stages.map((s) => [s[0], s[1]] as Stage) });
-    }));
+    }))).then((results) => {
+      for (const slot of slots) {
+        slot.reply = undefined;
+        slot.port?.unref();
+      }
+      return results;
+    });
+    if (caller) {
+      let share;
+      try {
+        // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
+        share = runShared(caller, ctl, params, stages, this.size, performance.now() + CALLER_MS);
+      } catch (e) {
+        abortShared(ctl);
+        await replies;
+        const err = e as Error;
+        throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
+      }
+      if (share === 'done') {
+        // Every tile is done, so the workers only pass the barriers; their replies carry no news.
+        this.joining = replies;
+        return;
+      }
+    }
     const stop = () => abortShared(ctl);
     signal?.addEventListener('abort', stop);
-    const results = await Promise.all(replies);
+    const results = await replies;
     signal?.removeEventListener('abort', stop);
-    for (const slot of slots) {
-      slot.reply = undefined;
-      slot.port?.unref();
-    }
     const failure = results.find((r) => !r.ok && !r.aborted);
     if (failure) throw new Error(`sparge-wasm: a worker failed during this call: ${failure.error}`);
     signal?.throwIfAborted();
@@ -190,6 +221,7 @@ export class Pool {
   }
 
   async close(): Promise<void> {
+    await this.joining;
     this.closed = true;
     await Promise.all(this.slots.map((s) => s.port?.terminate()));
   }

@@ -75,16 +75,25 @@ export async function runLocal(k: Kernels, buffer: ArrayBufferLike, params: numb
 }
 
 /**
- * One worker's share of a call: take tiles until a stage is exhausted, then wait (blocking, which
- * workers may do) until every tile of it is done before the next stage, whose tiles read its results.
- * Returns false if the call was aborted by a failure elsewhere.
+ * How a share of a call ended: every stage done (or refused), aborted by a failure elsewhere, or
+ * left at its deadline with no tile in hand (the others finish the call).
  */
-export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number): boolean {
+export type Share = 'done' | 'aborted' | 'left';
+
+/**
+ * One participant's share of a call: take tiles until a stage is exhausted, then wait until every
+ * tile of it is done before the next stage, whose tiles read its results. Workers block at the
+ * barriers; the calling thread (a deadline given) spins, since a page's main thread may not block,
+ * and leaves at its deadline.
+ */
+export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number, deadline = Infinity): Share {
+  const timed = deadline !== Infinity;
   for (let s = 0; s < stages.length; s++) {
     const [name, n] = stages[s];
     const kernel = k[name];
     for (;;) {
-      if (Atomics.load(ctl, ABORT)) return false;
+      if (Atomics.load(ctl, ABORT)) return 'aborted';
+      if (timed && performance.now() > deadline) return 'left';
       const t = Atomics.add(ctl, TAKEN + s, 1);
       if (t >= n) break;
       kernel(params, t, t + 1, worker);
@@ -93,13 +102,17 @@ export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: r
     for (;;) {
       const done = Atomics.load(ctl, DONE + s);
       if (done >= n) break;
-      if (Atomics.load(ctl, ABORT)) return false;
+      if (Atomics.load(ctl, ABORT)) return 'aborted';
+      if (timed) {
+        if (performance.now() > deadline) return 'left';
+        continue;
+      }
       // The timeout covers an abort that lands between the check above and the wait.
       Atomics.wait(ctl, DONE + s, done, 50);
     }
-    if (refused(ctl.buffer, params)) return true;
+    if (refused(ctl.buffer, params)) return 'done';
   }
-  return true;
+  return 'done';
 }
 
 /** Stops every worker of a call: they see the flag at their next tile or barrier. */

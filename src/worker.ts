@@ -29,8 +29,8 @@ function handle(msg: ToWorker, reply: (m: FromWorker) => void): void {
     return;
   }
   try {
-    const finished = runShared(kernels!, ctl!, msg.params, msg.stages, id);
-    reply(finished ? { type: 'done', job: msg.job } : { type: 'failed', job: msg.job, error: 'aborted', aborted: true });
+    const share = runShared(kernels!, ctl!, msg.params, msg.stages, id);
+    reply(share === 'done' ? { type: 'done', job: msg.job } : { type: 'failed', job: msg.job, error: 'aborted', aborted: true });
   } catch (e) {
     abortShared(ctl!);
     const err = e as Error;
