@@ -65,19 +65,24 @@ type Full = i64;
   const kBase = isFloat<T>() ? ptr(p, P.KF) : ptr(p, P.KC);
 
   const kstride = param(p, P.KSTRIDE), splits = param(p, P.SPLITS), span = param(p, P.SPAN);
+  const group = sparse ? param(p, P.GROUP) : 0;
 
   for (let t = t0; t < t1; t++) {
-    // Tile t is key range `part` of query tile qt.
+    // Tile t is key range `part` of query tile qt: a query block of one head, or (group > 1) the
+    // one-row queries of a kv head's G query heads, lane r the head's r-th.
     const qt = t / splits, part = t - qt * splits;
-    const bh = qt / nqb, i = qt - bh * nqb;
-    const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
-    const lambda = f32x4.splat(sparse ? headParamf(p, head, Head.PV) : Infinity);
-    const row0 = i * bq, rows = min(bq, nq - row0), one = rows == 1;
+    const bh = group > 1 ? (qt / hkv) * h + (qt % hkv) * group : qt / nqb, i = group > 1 ? 0 : qt - bh * nqb;
+    const head = bh % h, bhk = group > 1 ? qt : (bh / h) * hkv + head / (h / hkv);
+    const row0 = i * bq, rows = group > 1 ? group : min(bq, nq - row0), one = rows == 1;
+    const lambda = !sparse ? f32x4.splat(Infinity)
+      : group > 1 ? lanesOf(p, head, rows, Head.PV) : f32x4.splat(headParamf(p, head, Head.PV));
     const out = splits > 1 ? partOf(p, t) : ptr(p, P.OUT) + <usize>qt * bq * rowBytes;
     const q = qBase + <usize>qt * bq * qBytes;
     const corr = ptr(p, P.QSUM) + (<usize>qt * bq << 2);
-    const qs: f32 = isFloat<T>() ? paramf(p, P.QK_MUL) : load<f32>(ptr(p, P.QSCALE) + (<usize>qt << 2));
-    const maskRow = ptr(p, P.MASK) + <usize>qt * nkb;
+    // Q's dequantization scale (and scale * log2 e), per row of a group.
+    const qs = isFloat<T>() ? f32x4.splat(paramf(p, P.QK_MUL)) : group > 1 ? scalesOf(p, bh, rows)
+      : f32x4.splat(load<f32>(ptr(p, P.QSCALE) + (<usize>qt << 2)));
+    const maskRow = ptr(p, P.MASK) + <usize>(group > 1 ? bh : qt) * nkb;
     // Only the row groups that hold real rows are read back: a one-row step clears 4 rows, not bq.
     const used = (rows + ROWS - 1) & ~(ROWS - 1);
     zeroRow(out, used * dp);
@@ -92,12 +97,19 @@ type Full = i64;
     const last = min(lastKeyBlock(p, i), (part + 1) * span - 1);
     let visited = 0;
     for (let j = part * span; j <= last; j++) {
-      if (sparse && load<u8>(maskRow + j) == 0) continue;
+      // Which rows keep the block: all, or (groups) those whose head's mask row has it.
+      let kept = i32x4.splat(-1);
+      if (sparse) {
+        if (group > 1) {
+          kept = keptLanes(maskRow, nkb, j, rows);
+          if (!v128.any_true(kept)) continue;
+        } else if (load<u8>(maskRow + j) == 0) continue;
+      }
       if (++visited % FOLD == 0) fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
       const key0 = j * bk, kt = bhk * kstride + j;
       const kp = kBase + <usize>kt * bk * keyBytes;
       const vp = ptr(p, P.V) + <usize>kt * bk * rowBytes;
-      const mul = f32x4.splat(isFloat<T>() ? qs : qs * load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2)));
+      const mul = isFloat<T>() ? qs : f32x4.mul(qs, f32x4.splat(load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2))));
       const valid = min(bk, nk - key0);
 
       for (let rg = 0; rg < rows; rg += ROWS) {
@@ -109,8 +121,8 @@ type Full = i64;
         }
         // Keys past the end, or after a row's diagonal, score -Infinity; the maxima are taken again.
         const seen = causal ? min(valid, row0 + rg + shift + 1 - key0) : valid;
-        if (seen < bk) {
-          const visible = i32x4.min_s(i32x4.splat(valid), i32x4.add(i32x4.splat(seen), LANES));
+        if (seen < bk || !i32x4.all_true(kept)) {
+          const visible = v128.and(kept, i32x4.min_s(i32x4.splat(valid), i32x4.add(i32x4.splat(seen), LANES)));
           mb = NEG_INF;
           for (let k = 0; k < bk; k++) {
             const at = s + (<usize>k << 4);
@@ -167,6 +179,38 @@ type Full = i64;
   }
 }
 
+/** Query head `head`'s setting `field` and the next heads' in lanes [0, n), Infinity beyond. */
+@inline function lanesOf(p: usize, head: i32, n: i32, field: Head): v128 {
+  let v = f32x4.splat(Infinity);
+  v = f32x4.replace_lane(v, 0, headParamf(p, head, field));
+  if (n > 1) v = f32x4.replace_lane(v, 1, headParamf(p, head + 1, field));
+  if (n > 2) v = f32x4.replace_lane(v, 2, headParamf(p, head + 2, field));
+  if (n > 3) v = f32x4.replace_lane(v, 3, headParamf(p, head + 3, field));
+  return v;
+}
+
+/** QSCALE of query tiles bh .. bh + n - 1 (one-row heads of a group) in lanes [0, n), 0 beyond. */
+@inline function scalesOf(p: usize, bh: i32, n: i32): v128 {
+  const at = ptr(p, P.QSCALE) + (<usize>bh << 2);
+  let v = f32x4.splat(0);
+  v = f32x4.replace_lane(v, 0, load<f32>(at));
+  if (n > 1) v = f32x4.replace_lane(v, 1, load<f32>(at, 4));
+  if (n > 2) v = f32x4.replace_lane(v, 2, load<f32>(at, 8));
+  if (n > 3) v = f32x4.replace_lane(v, 3, load<f32>(at, 12));
+  return v;
+}
+
+/** All lanes set where row r < n keeps key block j (mask rows nkb apart), and beyond n. */
+@inline function keptLanes(maskRow: usize, nkb: i32, j: i32, n: i32): v128 {
+  const at = maskRow + j;
+  let v = i32x4.splat(1);
+  v = i32x4.replace_lane(v, 0, load<u8>(at));
+  if (n > 1) v = i32x4.replace_lane(v, 1, load<u8>(at + nkb));
+  if (n > 2) v = i32x4.replace_lane(v, 2, load<u8>(at + 2 * nkb));
+  if (n > 3) v = i32x4.replace_lane(v, 3, load<u8>(at + 3 * nkb));
+  return i32x4.ne(v, i32x4.splat(0));
+}
+
 /** Split t's record in PART: bq rows of O, then the rows' maxima m and sums l. */
 @inline function partOf(p: usize, t: i32): usize {
   const bq = param(p, P.BQ), dp = param(p, P.DP);
@@ -205,8 +249,9 @@ export function merge_splits(p: usize, t0: i32, t1: i32, worker: i32): void {
   // Per row: the common maximum, then the total sum.
   const s = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
   const mrow = s, lrow = s + (<usize>bq << 2);
+  const group = param(p, P.GROUP);
   for (let t = t0; t < t1; t++) {
-    const rows = min(bq, nq - (t % nqb) * bq);
+    const rows = group > 1 ? group : min(bq, nq - (t % nqb) * bq);
     const out = ptr(p, P.OUT) + <usize>t * bq * rowBytes;
     const first = <i32>t * splits;
     for (let r = 0; r < rows; r++) {
@@ -268,8 +313,9 @@ export function merge_splits(p: usize, t0: i32, t1: i32, worker: i32): void {
   }
 }
 
-/** Whether tile t's query head computes QK in FP32 (its record in HEADS). */
+/** Whether tile t's query head computes QK in FP32 (its record in HEADS; grouped steps have none). */
 @inline function fp32Head(p: usize, t: i32): bool {
+  if (param(p, P.GROUP) > 1) return false;
   return headParam(p, (t / (param(p, P.NQB) * param(p, P.SPLITS))) % param(p, P.H), Head.FP32) != 0;
 }
 

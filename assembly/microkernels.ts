@@ -68,13 +68,14 @@ export type SplatByShuffle = v128;
   return i32x4.add(acc, i32x4.dot_i16x8_s(a, b));
 }
 
-@inline function score<T>(acc: v128, corr: i32, mul: v128): v128 {
-  if (isFloat<T>()) return f32x4.mul(acc, mul);
-  return f32x4.mul(f32x4.convert_i32x4_s(i32x4.sub(acc, i32x4.splat(corr))), mul);
+// A row's dot products as floats: the relaxed dot's +127 shift of K taken off (corr).
+@inline function score<T>(acc: v128, corr: i32): v128 {
+  if (isFloat<T>()) return acc;
+  return f32x4.convert_i32x4_s(i32x4.sub(acc, i32x4.splat(corr)));
 }
 
 /**
- * S[8 keys] (one vector of 4 rows each, at s, s + 16, ...) = (Q[4 rows] . K[8 keys]) * mul;
+ * S[8 keys] (one vector of 4 rows each, at s, s + 16, ...) = (Q[4 rows] . K[8 keys]) * mul[row];
  * returns the 4 rows' maxima over these keys. corr points at the rows' QSUM (relaxed dot only).
  */
 @inline export function qk_4x8<T, B>(q: usize, k: usize, steps: i32, corr: usize, mul: v128, s: usize): v128 {
@@ -109,8 +110,9 @@ export type SplatByShuffle = v128;
   const relaxed = isRelaxedDot<T>();
   const k0 = relaxed ? load<i32>(corr) : 0, k1 = relaxed ? load<i32>(corr, 4) : 0;
   const k2 = relaxed ? load<i32>(corr, 8) : 0, k3 = relaxed ? load<i32>(corr, 12) : 0;
-  const m = transpose4(s, 16, score<T>(a00, k0, mul), score<T>(a10, k1, mul), score<T>(a20, k2, mul), score<T>(a30, k3, mul));
-  return f32x4.pmax(m, transpose4(s + 64, 16, score<T>(a01, k0, mul), score<T>(a11, k1, mul), score<T>(a21, k2, mul), score<T>(a31, k3, mul)));
+  // Scaled after the transpose, where lanes are rows: mul may hold one multiplier per row.
+  const m = transpose4(s, 16, score<T>(a00, k0), score<T>(a10, k1), score<T>(a20, k2), score<T>(a30, k3), mul);
+  return f32x4.pmax(m, transpose4(s + 64, 16, score<T>(a01, k0), score<T>(a11, k1), score<T>(a21, k2), score<T>(a31, k3), mul));
 }
 
 /**
@@ -181,8 +183,8 @@ export type SplatByShuffle = v128;
     kp += 4 * kstep;
   }
   const k0 = isRelaxedDot<T>() ? load<i32>(corr) : 0;
-  const s0 = score<T>(isFloat<T>() ? f32x4.add(a0, e0) : i32x4.add(a0, e0), k0, mul);
-  const s1 = score<T>(isFloat<T>() ? f32x4.add(a1, e1) : i32x4.add(a1, e1), k0, mul);
+  const s0 = f32x4.mul(score<T>(isFloat<T>() ? f32x4.add(a0, e0) : i32x4.add(a0, e0), k0), mul);
+  const s1 = f32x4.mul(score<T>(isFloat<T>() ? f32x4.add(a1, e1) : i32x4.add(a1, e1), k0), mul);
   store<v128>(s, v128.shuffle<f32>(s0, s0, 0, 0, 0, 0)); store<v128>(s, v128.shuffle<f32>(s0, s0, 1, 1, 1, 1), 16);
   store<v128>(s, v128.shuffle<f32>(s0, s0, 2, 2, 2, 2), 32); store<v128>(s, v128.shuffle<f32>(s0, s0, 3, 3, 3, 3), 48);
   store<v128>(s, v128.shuffle<f32>(s1, s1, 0, 0, 0, 0), 64); store<v128>(s, v128.shuffle<f32>(s1, s1, 1, 1, 1, 1), 80);

@@ -20,7 +20,7 @@ export enum P {
   STATUS,
   // f32 options (SCALE and QK_MUL as input_range leaves them, see check.ts)
   SCALE, QK_MUL,
-  // f64 (two slots each, written by TypeScript): scale, and scale * log2(e)
+  // f64 (two slots each, at even slots, written by TypeScript): scale, and scale * log2(e)
   SCALE64, SCALE64_HI, QK_MUL64, QK_MUL64_HI,
   // set by input_range: max |x| of Q, K and V (f32), powers of two Q and K are multiplied by (i32
   // exponents), and the exponent subtracted from Stage 2's exponentials to keep P.V finite (f32)
@@ -37,6 +37,9 @@ export enum P {
   // appending to a KV cache: NNEW new rows per kv head at KNEW and VNEW, after LEN0 rows; KPSUM
   // holds per kv head the sums of the keys before each block (KSTRIDE + 1 rows)
   KNEW, VNEW, NNEW, LEN0, KPSUM,
+  // G > 1: a one-row step whose G query heads of a kv head are the rows of one Stage 2 tile
+  // (tile = (b * HKV + hk) * SPLITS + split), each with its own mask row, Q scale and pvThreshold
+  GROUP,
   // per query head: a record of Head.COUNT 4-byte fields (Stage 1 and Stage 2 settings)
   HEADS,
   SCRATCH, SCRATCH_STRIDE,

@@ -8,6 +8,8 @@ import { param, paramf, ptr, hmax, truncInRange, transpose4 } from './simd';
 import { isRelaxedDot, kStepBytes, qRowBytes } from './microkernels';
 
 const SIGN = i32x4.splat(0x80000000);
+/** transpose4's multiplier when it only moves data. */
+const ONE = f32x4.splat(1);
 
 /** Per-channel mean of K over the valid tokens of one (batch, kv head): tile = b * HKV + hk. */
 export function k_mean(p: usize, t0: i32, t1: i32): void {
@@ -72,13 +74,15 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
   const dp = param(p, P.DP), bq = param(p, P.BQ);
   // A row of zeros that TypeScript keeps after the K means: Q is quantized without smoothing.
   const zero = ptr(p, P.KMEAN) + (<usize>param(p, P.B) * param(p, P.HKV) * dp << 2);
+  // Grouped one-row steps (P.GROUP): head t's row goes to row t % G of its group's block.
+  const group = param(p, P.GROUP);
   for (let t = t0; t < t1; t++) {
-    const row0 = <usize>t * bq;
-    const src = ptr(p, P.Q) + (row0 * dp << 2);
+    const src = ptr(p, P.Q) + (<usize>t * bq * dp << 2);
+    const row0 = group > 1 ? <usize>(t / group) * bq + t % group : <usize>t * bq;
     const amax = absMax(src, zero, bq, dp);
     store<f32>(ptr(p, P.QSCALE) + (<usize>t << 2), amax / 127 * paramf(p, P.QK_MUL));
     const inv = f32x4.splat(blockScale(amax));
-    for (let r = 0; r < bq; r++) {
+    for (let r = 0; r < (group > 1 ? 1 : bq); r++) {
       const x = src + (<usize>r * dp << 2);
       const row = row0 + r;
       // The row's 4 bytes of each step go to lane (row & 3) of the group's step vector.
@@ -171,7 +175,7 @@ export function quantize_k(p: usize, t0: i32, t1: i32): void {
   for (let d = 0; d < dp; d += 4) {
     const o = <usize>d << 2;
     transpose4(dst + <usize>d * step, step, load<v128>(src + o), load<v128>(src + stride + o),
-      load<v128>(src + 2 * stride + o), load<v128>(src + 3 * stride + o));
+      load<v128>(src + 2 * stride + o), load<v128>(src + 3 * stride + o), ONE);
   }
 }
 
@@ -215,7 +219,7 @@ export function pack_k_f32(p: usize, t0: i32, t1: i32): void {
     const from = packedGroup(src, g, stride), to = dst + <usize>g * stride;
     for (let d = 0; d < dp; d += 4) {
       const c = from + <usize>d * 32;
-      transpose4(to + (<usize>d << 2), stride, load<v128>(c), load<v128>(c, 32), load<v128>(c, 64), load<v128>(c, 96));
+      transpose4(to + (<usize>d << 2), stride, load<v128>(c), load<v128>(c, 32), load<v128>(c, 64), load<v128>(c, 96), ONE);
     }
   }
 }

@@ -56,13 +56,14 @@ import { P, Head } from './params';
 
 /**
  * Transposes 4 vectors of 4 lanes (a[0..3], b[0..3], ...) into 4 vectors (a[i], b[i], c[i], e[i]),
- * stored at dst, dst + step, dst + 2 step, dst + 3 step. Returns their lane-wise maximum.
+ * each times `by` (lane i by by[i]; a splat of 1 to move data exactly), stored at dst, dst + step,
+ * dst + 2 step, dst + 3 step. Returns their lane-wise maximum.
  */
-@inline export function transpose4(dst: usize, step: usize, a: v128, b: v128, c: v128, e: v128): v128 {
+@inline export function transpose4(dst: usize, step: usize, a: v128, b: v128, c: v128, e: v128, by: v128): v128 {
   const ab0 = v128.shuffle<f32>(a, b, 0, 4, 1, 5), ab1 = v128.shuffle<f32>(a, b, 2, 6, 3, 7);
   const ce0 = v128.shuffle<f32>(c, e, 0, 4, 1, 5), ce1 = v128.shuffle<f32>(c, e, 2, 6, 3, 7);
-  const t0 = v128.shuffle<f32>(ab0, ce0, 0, 1, 4, 5), t1 = v128.shuffle<f32>(ab0, ce0, 2, 3, 6, 7);
-  const t2 = v128.shuffle<f32>(ab1, ce1, 0, 1, 4, 5), t3 = v128.shuffle<f32>(ab1, ce1, 2, 3, 6, 7);
+  const t0 = f32x4.mul(v128.shuffle<f32>(ab0, ce0, 0, 1, 4, 5), by), t1 = f32x4.mul(v128.shuffle<f32>(ab0, ce0, 2, 3, 6, 7), by);
+  const t2 = f32x4.mul(v128.shuffle<f32>(ab1, ce1, 0, 1, 4, 5), by), t3 = f32x4.mul(v128.shuffle<f32>(ab1, ce1, 2, 3, 6, 7), by);
   store<v128>(dst, t0);
   store<v128>(dst + step, t1);
   store<v128>(dst + 2 * step, t2);

@@ -428,14 +428,14 @@ export class Engine {
    * @internal Stage 2 of the sparse path, after packing FP32 Q and K when some heads' QK runs in
    * FP32; `splits` key ranges per query tile. cached: K is a KV cache's, packed already.
    */
-  attendStages(c: Call, pvThreshold: number[], splits = 1, cached = false): Stage[] {
+  attendStages(c: Call, pvThreshold: number[], splits = 1, cached = false, tiles = c.dims.B * c.dims.H * c.dims.NQB): Stage[] {
     const d = c.dims;
     const { i32, f32 } = this.headTable(c);
     for (let h = 0; h < d.H; h++) {
       f32[h * Head.COUNT + Head.PV] = pvThreshold[h];
       i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
     }
-    const tiles = d.B * d.H * d.NQB, merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
+    const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
     if (!c.fp32?.includes(true)) return [['attend_sparse', tiles * splits], ...merge];
     return [
       ['pack_q_f32', tiles], ['pack_k_f32', cached ? 0 : d.B * d.HKV * d.NKB],

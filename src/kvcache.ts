@@ -160,24 +160,27 @@ export class KVCacheImpl implements KVCache {
       if (parsed.smoothK !== this.smoothK && o.smoothK !== undefined) {
         throw new RangeError(`options.smoothK: this cache's key codes were made at append with smoothK ${this.smoothK} (createKVCache's option)`);
       }
+      // Grouped one-row steps take INT8 heads, at most 4 to a group (one row group of the kernels).
+      const grouped = parsed.fp32.includes(true) || c0.q.H / this.heads > 4 ? undefined : this.grouped(c0);
       let c: Call, splits = 1;
       return engine.submit(c0.signal, { q }, (inputs) => {
         c = this.stageQuery(engine, c0, 'sparse', inputs.q!, parsed.fp32);
         splits = this.splits(c);
+        if (grouped) engine.params().i32[P.GROUP] = c0.q.H / this.heads;
       }, async (inputs) => {
         const tiles = c.dims.H * c.dims.NQB;
         const stages: Stage[] = [
           ...this.repair(),
           ...engine.predictStages(c, stage1, true),
           ['quantize_q', tiles],
-          ...engine.attendStages(c, parsed.pvThreshold, splits, true),
+          ...engine.attendStages(c, parsed.pvThreshold, splits, true, grouped ? this.heads : tiles),
         ];
         await engine.run(c, stages, inputs);
         this.dirty = false;
-        const res: AttentionResult = { output: engine.readOutput(c), sparsity: this.sparsity(engine, c) };
+        const res: AttentionResult = { output: engine.readOutput(grouped ?? c), sparsity: this.sparsity(engine, c) };
         if (parsed.returnMask) res.mask = engine.readMask(c);
-        if (c.returnLse) res.lse = engine.readLse(c);
-        return res;
+        if (c.returnLse) res.lse = engine.readLse(grouped ?? c);
+        return grouped ? this.asQueried(c0, res) : res;
       });
     } catch (e) {
       return Promise.reject(e);
@@ -202,11 +205,8 @@ export class KVCacheImpl implements KVCache {
         this.dirty = false;
         const res = engine.denseResult(c);
         if (!grouped) return res;
-        // The group's rows are the query heads' rows: the same floats, in the caller's shape.
-        const { H, N, D, threeD } = c0.q, lead = threeD ? [] : [1];
-        res.dims = [...lead, ...(c0.layout === 'HND' ? [H, N, D] : [N, H, D])];
-        if ('lse' in res) res.lse.dims = [...lead, H, N];
-        return res;
+        const shaped = this.asQueried(c0, { output: res, lse: 'lse' in res ? res.lse : undefined, sparsity: 0 });
+        return shaped.lse ? { ...shaped.output, lse: shaped.lse } : shaped.output;
       });
     } catch (e) {
       return Promise.reject(e);
@@ -304,6 +304,14 @@ export class KVCacheImpl implements KVCache {
       q: { B: 1, H: this.heads, N: G, D: this.headDim, threeD: true },
       dims: dimsOf(1, this.heads, this.heads, G, this.logical, this.headDim, c0.dims.BQ, this.blockK),
     };
+  }
+
+  /** A grouped step's output and log-sum-exps are the query heads' rows as they lie: in the caller's shape. */
+  private asQueried(c0: Call, res: AttentionResult): AttentionResult {
+    const { H, N, D, threeD } = c0.q, lead = threeD ? [] : [1];
+    res.output.dims = [...lead, ...(c0.layout === 'HND' ? [H, N, D] : [N, H, D])];
+    if (res.lse) res.lse.dims = [...lead, H, N];
+    return res;
   }
 
   /** An append's call: nk tokens after it, no queries. */

@@ -116,6 +116,38 @@ test(`sparse chunked prefill stays within the full call's error bound (${causalC
   }
 });
 
+test('GQA one-row steps, where a group\'s query heads share their kv head\'s reads, equal the same heads over copied kv heads', async () => {
+  // H 8 over Hkv 2 against H 8 over 8 kv heads holding the same data: the same masks, per-head
+  // settings and Q scales; only the P.V rounding order differs.
+  const H = 8, Hkv = 2, G = 4, N = 1500, D = 48;
+  const x = problem(H, Hkv, N, D, 71);
+  const copies = (a) => {
+    const out = new Float32Array(H * N * D);
+    for (let h = 0; h < H; h++) out.set(a.subarray(Math.floor(h / G) * N * D, (Math.floor(h / G) + 1) * N * D), h * N * D);
+    return out;
+  };
+  const settings = [{ topk: 0.1 }, { topk: [0.05, 0.1, 0.2, 0.3, 0.5, 0.1, 0.1, 1], pvThreshold: [50, 4, 50, 8, 50, 50, 2, 50] }, { cdfThreshold: 0.6, simThreshold: -1 }];
+  for (const e of engines) {
+    const grouped = e.createKVCache({ heads: Hkv, headDim: D }), copied = e.createKVCache({ heads: H, headDim: D });
+    await grouped.append(tensor(x.k, [Hkv, N, D]), tensor(x.v, [Hkv, N, D]));
+    await copied.append(tensor(copies(x.k), [H, N, D]), tensor(copies(x.v), [H, N, D]));
+    const q = rows(x.q, H, N, D, N - 1, N);
+    for (const opts of settings) {
+      const a = await grouped.attention(q, { causal: true, returnMask: true, returnLse: true, ...opts });
+      const b = await copied.attention(q, { causal: true, returnMask: true, returnLse: true, ...opts });
+      assert.equal(Array.from(a.mask.data), Array.from(b.mask.data), `${JSON.stringify(opts)}: masks`);
+      assert.equal(a.output.dims, [H, 1, D]);
+      assert.equal(a.lse.dims, [H, 1]);
+      assert.ok(l1(a.output.data, b.output.data) < 1e-5, `${JSON.stringify(opts)}: ${l1(a.output.data, b.output.data)}`);
+      assert.ok(l1(a.lse.data, b.lse.data) < 1e-6);
+    }
+    const a = await grouped.denseAttention(q, { causal: true }), b = await copied.denseAttention(q, { causal: true });
+    assert.ok(l1(a.data, b.data) < 1e-6, `dense: ${l1(a.data, b.data)}`);
+    await grouped.dispose();
+    await copied.dispose();
+  }
+});
+
 test('returnLse: each row\'s log-sum-exp, and two halves of the keys merge by it into the whole', async () => {
   const x = problem(2, 2, 300, 16, 21);
   const [q, k, v] = full(x);
