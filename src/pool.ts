@@ -199,8 +199,11 @@ export class Pool {
         const err = e as Error;
         throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
       }
-      if (share === 'done') {
-        // Every tile is done, so the workers only pass the barriers; their replies carry no news.
+      const last = stages.length - 1;
+      if (share === 'done' && Atomics.load(ctl, DONE + last) >= stages[last][1]) {
+        // Every tile of every stage is done, so the workers only pass the barriers: their replies
+        // carry no news. (A refused call ends early, with tiles left that a late worker could
+        // take with the next call's parameters: it waits for the replies as usual.)
         this.joining = replies;
         return;
       }
