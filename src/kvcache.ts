@@ -129,7 +129,7 @@ export class KVCacheImpl implements KVCache {
       return engine.submit(signal, { k, v }, (inputs) => {
         const len = this.stored + n;
         this.ensure(engine, len);
-        const c = this.callOf(len);
+        const c = this.appendCall(len);
         engine.prepare(c, 'append', { cache: this.region, newRows: n }, engine.k.kv_append_scratch_bytes(this.blockK, this.dp));
         engine.write(P.KNEW, inputs.k!, this.heads, n, n, c);
         engine.write(P.VNEW, inputs.v!, this.heads, n, n, c);
@@ -164,8 +164,7 @@ export class KVCacheImpl implements KVCache {
       const grouped = parsed.fp32.includes(true) || c0.q.H / this.heads > 4 ? undefined : this.grouped(c0);
       let c: Call, splits = 1;
       return engine.submit(c0.signal, { q }, (inputs) => {
-        c = this.stageQuery(engine, c0, 'sparse', inputs.q!, parsed.fp32);
-        splits = this.splits(c);
+        [c, splits] = this.stageQuery(engine, c0, 'sparse', inputs.q!, parsed.fp32);
         if (grouped) engine.params().i32[P.GROUP] = c0.q.H / this.heads;
       }, async (inputs) => {
         const tiles = c.dims.H * c.dims.NQB;
@@ -180,7 +179,8 @@ export class KVCacheImpl implements KVCache {
         const res: AttentionResult = { output: engine.readOutput(grouped ?? c), sparsity: this.sparsity(engine, c) };
         if (parsed.returnMask) res.mask = engine.readMask(c);
         if (c.returnLse) res.lse = engine.readLse(grouped ?? c);
-        return grouped ? this.asQueried(c0, res) : res;
+        if (grouped) this.asQueried(c0, res.output, res.lse);
+        return res;
       });
     } catch (e) {
       return Promise.reject(e);
@@ -196,17 +196,15 @@ export class KVCacheImpl implements KVCache {
       const grouped = this.grouped(c0);
       let c: Call, splits = 1;
       return engine.submit(c0.signal, { q }, (inputs) => {
-        c = this.stageQuery(engine, grouped ?? c0, 'dense', inputs.q!);
-        splits = this.splits(c);
+        [c, splits] = this.stageQuery(engine, grouped ?? c0, 'dense', inputs.q!);
       }, async (inputs) => {
         const tiles = c.dims.H * c.dims.NQB;
         const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
         await engine.run(c, [...this.repair(), ['pack_q_f32', tiles], ['attend_dense', tiles * splits], ...merge], inputs);
         this.dirty = false;
         const res = engine.denseResult(c);
-        if (!grouped) return res;
-        const shaped = this.asQueried(c0, { output: res, lse: 'lse' in res ? res.lse : undefined, sparsity: 0 });
-        return shaped.lse ? { ...shaped.output, lse: shaped.lse } : shaped.output;
+        if (grouped) this.asQueried(c0, res, 'lse' in res ? res.lse : undefined);
+        return res;
       });
     } catch (e) {
       return Promise.reject(e);
@@ -306,24 +304,23 @@ export class KVCacheImpl implements KVCache {
     };
   }
 
-  /** A grouped step's output and log-sum-exps are the query heads' rows as they lie: in the caller's shape. */
-  private asQueried(c0: Call, res: AttentionResult): AttentionResult {
+  /** A grouped step's output and log-sum-exps are the query heads' rows as they lie: gives them the caller's shape. */
+  private asQueried(c0: Call, output: Tensor, lse?: Tensor): void {
     const { H, N, D, threeD } = c0.q, lead = threeD ? [] : [1];
-    res.output.dims = [...lead, ...(c0.layout === 'HND' ? [H, N, D] : [N, H, D])];
-    if (res.lse) res.lse.dims = [...lead, H, N];
-    return res;
+    output.dims = [...lead, ...(c0.layout === 'HND' ? [H, N, D] : [N, H, D])];
+    if (lse) lse.dims = [...lead, H, N];
   }
 
   /** An append's call: nk tokens after it, no queries. */
-  private callOf(nk: number): Call {
+  private appendCall(nk: number): Call {
     return {
       dims: dimsOf(1, 1, this.heads, 0, nk, this.headDim, DEFAULT_BLOCK_Q, this.blockK),
       q: { B: 1, H: 1, N: 0, D: this.headDim, threeD: true }, layout: this.layout, causal: false, scale: 1,
     };
   }
 
-  /** Lays out a query call over the tokens now in memory and writes q. */
-  private stageQuery(engine: Engine, c0: Call, job: Job, q: TensorLike, fp32?: boolean[]): Call {
+  /** Lays out a query call over the tokens now in memory and writes q; returns it and its key splits. */
+  private stageQuery(engine: Engine, c0: Call, job: Job, q: TensorLike, fp32?: boolean[]): [Call, number] {
     if (this.stored === 0) throw new RangeError('q: the KV cache is empty (its appends failed or were aborted)');
     const c: Call = { ...c0, fp32, dims: dimsOf(1, c0.q.H, this.heads, c0.q.N, this.stored, this.headDim, c0.dims.BQ, this.blockK) };
     const d = c.dims, splits = this.splits(c);
@@ -338,7 +335,7 @@ export class KVCacheImpl implements KVCache {
     f32[P.VMAX] = this.vmax;
     i32[P.SPLITS] = splits;
     i32[P.SPAN] = splits > 1 ? this.span(c) : d.NKB;
-    return c;
+    return [c, splits];
   }
 
   /** Blocks per split: the tiles of a call stay about H * NKB / SPAN_BLOCKS whatever Nq. */
