@@ -27,15 +27,14 @@ export interface CalibrateOptions {
 }
 
 /** Settings to spread into an attention call: plain JSON. */
-export interface TunedParams {
+export type TunedParams = {
   blockQ: number;
   blockK: number;
-  cdfThreshold: number[];
   simThreshold: number[];
   pvThreshold: number[];
   /** QK's precision per head: FP32 where INT8 alone would take too much of the target */
   precision: QKPrecision[];
-}
+} & ({ cdfThreshold: number[] } | { topk: number[] });
 
 export interface Calibration {
   params: TunedParams;
@@ -57,21 +56,35 @@ export interface Attend {
 
 const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal', 'onProgress'] as const;
 
-// The search. simThreshold on a short grid: the released per-head tunings sit mostly near -1 (no
-// forcing), and a forced block only adds density. cdfThreshold as 1 - 10^-x, bisected over x,
-// where the useful values (0.7 to 0.99999) are evenly spread. pvThreshold as 2^y, bisected over y.
-const SIM_GRID = [-1, 0.5];
-const CDF_STEPS = 5, X_LO = 0.5, X_HI = 5;
-const PV_STEPS = 4, Y_LO = -1, Y_HI = Math.log2(50);
-// Shares of the target: Stage 1 takes most, PV skipping the rest, and the last tenth is headroom
-// for inputs the calibration did not see.
-const STAGE1_SHARE = 0.8, TOTAL_SHARE = 0.9;
+// The search. Stage 1 runs the CDF rule at two simThresholds (the released per-head tunings sit
+// mostly near -1, no forcing, and a forced block only adds density). Causal calls also try top-k:
+// its count is of all key blocks, so it keeps a causal call's early rows whole, where mean-pooled
+// CDF scores of RoPE keys drop a needed block in every row (llm_rope_causal: one block per row
+// dropped at any cdfThreshold from 0.98 on, L1 0.39). Without a causal mask the CDF rule, which
+// adapts to each row, held better on unseen inputs (image_frame3's worst head: 0.083 against top-k's
+// 0.104). Each family is a 1-d search over x, where a larger x keeps more: cdfThreshold =
+// 1 - 10^-x, topk = x; pvThreshold is 2^y. A search first tries its sparsest end, which bounds every
+// candidate's sparsity (a head whose bound is no better than what it has stops there), then
+// bisects, and once a head has an L1 on both sides of its goal, interpolates log L1 in x, which
+// lands closer to the goal in the same number of calls.
+interface Family { mode: 'cdf' | 'topk'; sim: number; lo: number; hi: number; value: (x: number) => number }
+const cdfOf = (x: number) => 1 - 10 ** -x;
+const FAMILIES: Family[] = [
+  { mode: 'cdf', sim: -1, lo: 0.1, hi: 5, value: cdfOf },
+  { mode: 'cdf', sim: 0.5, lo: 0.1, hi: 5, value: cdfOf },
+  { mode: 'topk', sim: -1, lo: 0.01, hi: 1, value: (x) => x },
+];
+const STAGE1_STEPS = 5, PV_STEPS = 4, Y_LO = -1, Y_HI = Math.log2(50);
+// Shares of the target. Stage 1 may take all of what is not headroom (it skips whole blocks, so it
+// saves more per unit of error than PV skipping does); PV skipping takes what Stage 1's search left.
+// The last tenth is headroom for inputs the calibration did not see.
+const STAGE1_SHARE = 0.9, TOTAL_SHARE = 0.9;
+/** Interpolation aims this far under a goal, so that its candidate more often passes. */
+const AIM = 0.95;
 /** Heads whose sparsity stays below this gain less than Stage 1 costs (about 3% of a call): they keep every block. */
 const MIN_GAIN = 0.03;
 /** A head whose INT8 QK alone takes more than this share of the target runs QK in FP32. */
 const INT8_SHARE = 0.5;
-
-const cdfOf = (x: number) => 1 - 10 ** -x;
 
 function checkSamples(samples: unknown, layout: Layout): { list: Sample[]; shapes: { q: Shape; k: Shape }[] } {
   const list = Array.isArray(samples) ? samples : [samples];
@@ -107,6 +120,37 @@ function addL1(err: Float64Array, mass: Float64Array, o: Float32Array, ref: Floa
   }
 }
 
+interface HeadResult { l1: number; sparsity: number }
+/** A head's Stage 1 setting: the rule's value, simThreshold, and its measured result where known. */
+interface Pick { sim: number; value: number; sparsity: number; result?: HeadResult }
+
+const ruleOf = (mode: 'cdf' | 'topk', values: number[]) => (mode === 'cdf' ? { cdfThreshold: values } : { topk: values });
+
+/** One head's search for the smallest x whose L1 stays within a goal, L1 falling as x grows: lo
+ * fails (or is the range's end), hi passes (or is). */
+class Interval {
+  l1Lo = NaN;
+  done = false;
+  /** l1Hi: the L1 at hi where known; the range's safe end is usually measured before the search. */
+  constructor(public lo: number, public hi: number, public l1Hi = NaN) {}
+
+  next(goal: number): number {
+    const w = this.hi - this.lo;
+    if (Number.isNaN(this.l1Lo)) return this.lo;
+    if (!(this.l1Lo > this.l1Hi && this.l1Hi > 0)) return this.lo + w / 2;
+    // Kept off the ends so the interval always shrinks by a sizeable share.
+    const t = Math.log(this.l1Lo / (AIM * goal)) / Math.log(this.l1Lo / this.l1Hi);
+    return this.lo + w * Math.min(0.85, Math.max(0.15, t));
+  }
+
+  record(x: number, l1: number, pass: boolean): void {
+    if (pass) [this.hi, this.l1Hi] = [x, l1];
+    else [this.lo, this.l1Lo] = [x, l1];
+    // The sparsest end passed: nothing in this range is sparser.
+    if (this.hi === this.lo) this.done = true;
+  }
+}
+
 export async function calibrate(engine: Attend, samples: unknown, options?: CalibrateOptions): Promise<Calibration> {
   const o = checkOptions(options, KEYS);
   const layout = checkLayout(o.layout);
@@ -124,9 +168,9 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   const H = shapes[0].q.H;
   const common = { causal, scale, layout, blockQ, blockK, signal };
 
-  // The dense references, every block kept, the Stage 1 and PV searches, and the final check.
-  const total = 1 + 1 + SIM_GRID.length * CDF_STEPS + PV_STEPS + 1;
-  let done = 0;
+  const families = FAMILIES.filter((f) => causal || f.mode === 'cdf');
+  // Progress: one step per call. The total is an upper bound that shrinks when a search ends early.
+  let done = 0, total = 1 + 1 + families.length * STAGE1_STEPS + PV_STEPS + 1;
   const step = () => {
     done++;
     onProgress?.({ done, total });
@@ -137,7 +181,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   step();
 
   /** Per head: L1 pooled over the samples, and Stage 1 sparsity (selected over allowed blocks). */
-  const evaluate = async (settings: SpargeOptions) => {
+  const evaluate = async (settings: SpargeOptions): Promise<HeadResult[]> => {
     const err = new Float64Array(H), mass = new Float64Array(H), kept = new Float64Array(H), allowed = new Float64Array(H);
     for (let i = 0; i < list.length; i++) {
       const s = list[i];
@@ -150,7 +194,6 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
         allowed[h] += counts.allowed[h];
       }
     }
-    step();
     return Array.from({ length: H }, (_, h) => ({
       l1: mass[h] > 0 ? err[h] / mass[h] : 0,
       sparsity: allowed[h] > 0 ? 1 - kept[h] / allowed[h] : 0,
@@ -160,48 +203,68 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   // Every block kept: what INT8 QK costs alone. Heads where that leaves too little of the target
   // for sparsity compute QK in FP32 (twice the QK work, none of the quantization error).
   const full = await evaluate({ cdfThreshold: 1, simThreshold: -1, pvThreshold: 50 });
+  step();
   const precision: QKPrecision[] = full.map((r) => (r.l1 > INT8_SHARE * target ? 'f32' : 'int8'));
 
-  // Stage 1: per head, the sparsest (simThreshold, cdfThreshold) within its share of the target.
-  const best = Array.from({ length: H }, () => ({ sim: -1, cdf: 1, sparsity: 0 }));
-  for (const sim of SIM_GRID) {
-    const lo = new Array<number>(H).fill(X_LO), hi = new Array<number>(H).fill(X_HI);
-    for (let it = 0; it < CDF_STEPS; it++) {
-      const mid = lo.map((l, h) => (l + hi[h]) / 2);
-      const r = await evaluate({ cdfThreshold: mid.map(cdfOf), simThreshold: sim, pvThreshold: 50, precision });
+  // Stage 1: per head and rule, the sparsest setting within the Stage 1 share. A head's search ends
+  // when a failing candidate is no sparser than its best: every later one keeps more blocks.
+  const stage1Goal = STAGE1_SHARE * target;
+  const dense = (): Pick => ({ sim: -1, value: 1, sparsity: 0 });
+  const best = { cdf: Array.from({ length: H }, dense), topk: Array.from({ length: H }, dense) };
+  for (const f of families) {
+    // Top-k's safe end keeps every block: the first call measured it. The CDF rule's drops blocks.
+    const search = full.map((r) => new Interval(f.lo, f.hi, f.mode === 'topk' ? r.l1 : NaN));
+    for (let it = 0; it < STAGE1_STEPS; it++) {
+      const xs = search.map((s) => (s.done ? s.hi : s.next(stage1Goal)));
+      const r = await evaluate({ ...ruleOf(f.mode, xs.map(f.value)), simThreshold: f.sim, pvThreshold: 50, precision });
       for (let h = 0; h < H; h++) {
-        if (r[h].l1 <= STAGE1_SHARE * target) {
-          hi[h] = mid[h];
-          if (r[h].sparsity > best[h].sparsity) best[h] = { sim, cdf: cdfOf(mid[h]), sparsity: r[h].sparsity };
-        } else {
-          lo[h] = mid[h];
-        }
+        if (search[h].done) continue;
+        const pass = r[h].l1 <= stage1Goal, b = best[f.mode][h];
+        search[h].record(xs[h], r[h].l1, pass);
+        if (pass && r[h].sparsity > b.sparsity) best[f.mode][h] = { sim: f.sim, value: f.value(xs[h]), sparsity: r[h].sparsity, result: r[h] };
+        if (!pass && (r[h].sparsity < MIN_GAIN || r[h].sparsity <= b.sparsity)) search[h].done = true;
       }
+      if (search.every((s) => s.done)) total -= STAGE1_STEPS - 1 - it;
+      step();
+      if (search.every((s) => s.done)) break;
     }
   }
-  for (const b of best) {
-    if (b.sparsity < MIN_GAIN) Object.assign(b, { sim: -1, cdf: 1, sparsity: 0 });
-  }
-  const cdfThreshold = best.map((b) => b.cdf), simThreshold = best.map((b) => b.sim);
+
+  // One rule for the layer (a call takes one): the one with more blocks dropped over all heads.
+  const gain = (picks: Pick[]) => picks.reduce((a, p) => a + (p.sparsity >= MIN_GAIN ? p.sparsity : 0), 0);
+  const mode = gain(best.topk) > gain(best.cdf) ? 'topk' : 'cdf';
+  // A head kept whole in the CDF rule with INT8 QK is exactly the first call's setting.
+  const picks = best[mode].map((p, h) => (p.sparsity >= MIN_GAIN ? p : { ...dense(), result: mode === 'cdf' && precision[h] === 'int8' ? full[h] : undefined }));
+  const rule = ruleOf(mode, picks.map((p) => p.value)), simThreshold = picks.map((p) => p.sim);
 
   // Stage 2: per head, the smallest pvThreshold (most skipping) that keeps the whole target share.
-  const ylo = new Array<number>(H).fill(Y_LO), yhi = new Array<number>(H).fill(Y_HI);
+  const pvGoal = TOTAL_SHARE * target;
+  const search = picks.map((p, h) => new Interval(Y_LO, Y_HI, (p.result ?? full[h]).l1));
   const pvThreshold = new Array<number>(H).fill(50);
+  const results = picks.map((p) => p.result);
   for (let it = 0; it < PV_STEPS; it++) {
-    const mid = ylo.map((l, h) => (l + yhi[h]) / 2);
-    const r = await evaluate({ cdfThreshold, simThreshold, pvThreshold: mid.map((y) => 2 ** y), precision });
+    const ys = search.map((s) => s.next(pvGoal));
+    const r = await evaluate({ ...rule, simThreshold, pvThreshold: ys.map((y) => 2 ** y), precision });
     for (let h = 0; h < H; h++) {
-      if (r[h].l1 <= TOTAL_SHARE * target) {
-        yhi[h] = mid[h];
-        pvThreshold[h] = 2 ** mid[h];
-      } else {
-        ylo[h] = mid[h];
+      const pass = r[h].l1 <= pvGoal;
+      search[h].record(ys[h], r[h].l1, pass);
+      if (pass) {
+        pvThreshold[h] = 2 ** ys[h];
+        results[h] = r[h];
       }
     }
+    if (it === PV_STEPS - 1 && results.every((r) => r !== undefined)) total--;
+    step();
   }
 
-  const params: TunedParams = { blockQ, blockK, cdfThreshold, simThreshold, pvThreshold, precision };
-  const final = await evaluate(params);
+  // Heads are independent in a call, so each head's result was measured where its setting was tried;
+  // one more call only for heads whose final setting no call has run.
+  const params = { blockQ, blockK, ...rule, simThreshold, pvThreshold, precision } as TunedParams;
+  let final = results as HeadResult[];
+  if (results.some((r) => r === undefined)) {
+    final = await evaluate(params);
+    step();
+  }
   const selected = final.reduce((a, r) => a + r.sparsity, 0) / H;
   return {
     params,

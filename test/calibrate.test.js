@@ -9,12 +9,13 @@ import { loadCase, tensor, attentionF64, l1, rejects } from './helpers.js';
 const sparge = await createSparge({ threads: 2, simd: process.env.SPARGE_SIMD ?? 'auto' });
 
 // The video reference case split in time: frames 0-1 are the sample, frames 2-3 the unseen input.
+// half(t, part): the first or second half of a [heads, tokens, dim] tensor's tokens.
 const c = loadCase('video_4x32x32');
 const [H, N, D] = c.q.dims;
 const half = (t, part) => {
-  const heads = t.dims[0], n = N / 2, out = new Float32Array(heads * n * D);
-  for (let h = 0; h < heads; h++) out.set(t.data.subarray((h * N + part * n) * D, (h * N + part * n + n) * D), h * n * D);
-  return tensor(out, [heads, n, D]);
+  const [heads, len, dim] = t.dims, n = len / 2, out = new Float32Array(heads * n * dim);
+  for (let h = 0; h < heads; h++) out.set(t.data.subarray((h * len + part * n) * dim, (h * len + part * n + n) * dim), h * n * dim);
+  return tensor(out, [heads, n, dim]);
 };
 const seen = { q: half(c.q, 0), k: half(c.k, 0), v: half(c.v, 0) };
 const unseen = { q: half(c.q, 1), k: half(c.k, 1), v: half(c.v, 1) };
@@ -52,10 +53,35 @@ test('params are plain JSON: a round trip gives bitwise the same call', async ()
   assert.equal(Array.from(b.output.data), Array.from(a.output.data));
 });
 
-test('progress counts up to its total; the cost is stated in calls', () => {
+test('progress counts up to its total, which only shrinks (a search can end early); the cost is stated in calls', () => {
   assert.ok(progress.length > 2);
-  progress.forEach((p, i) => assert.equal(p, { done: i + 1, total: progress.at(-1).total }));
+  progress.forEach((p, i) => {
+    assert.is(p.done, i + 1);
+    assert.ok(p.done <= p.total && p.total <= (progress[i - 1]?.total ?? Infinity), JSON.stringify(p));
+  });
+  assert.is(progress.at(-1).done, progress.at(-1).total);
   assert.equal(tuned.calls, { dense: 1, sparse: progress.length - 1 });
+});
+
+test("each head's reported L1 and sparsity are those of a call with the tuned settings (heads are measured where tried)", async () => {
+  const ref = (await sparge.denseAttention(seen.q, seen.k, seen.v)).data;
+  const res = await sparge.attention(seen.q, seen.k, seen.v, { ...tuned.params, returnMask: true });
+  const n = seen.q.dims[1] * D;
+  for (let h = 0; h < H; h++) {
+    assert.ok(Math.abs(l1(res.output.data.subarray(h * n, (h + 1) * n), ref.subarray(h * n, (h + 1) * n)) - tuned.heads[h].l1) < 1e-9 * tuned.heads[h].l1, `head ${h}`);
+  }
+  assert.ok(Math.abs(res.sparsity - tuned.sparsity) < 1e-12);
+});
+
+test('a causal RoPE case, where the CDF rule drops a needed block in every row, gets top-k within the target', async () => {
+  const llm = loadCase('llm_rope_causal');
+  const x = { q: half(llm.q, 0), k: half(llm.k, 0), v: half(llm.v, 0) };
+  const r = await sparge.calibrate(x, { target, causal: true });
+  assert.ok('topk' in r.params && !('cdfThreshold' in r.params), Object.keys(r.params).join());
+  assert.ok(r.sparsity > 0.03, `sparsity ${r.sparsity}`);
+  const ref = attentionF64(x.q, x.k, x.v, { causal: true });
+  const out = (await sparge.attention(x.q, x.k, x.v, { causal: true, ...r.params })).output.data;
+  assert.ok(l1(out, ref) <= target, `L1 ${l1(out, ref)}`);
 });
 
 test('a head that cannot gain keeps every block; one whose INT8 error takes the target runs FP32 QK', async () => {
