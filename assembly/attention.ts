@@ -12,7 +12,7 @@
 // and are then added into the running totals, so float32 rounding grows with the number of
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
-import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, headParam, headParamf } from './simd';
+import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, hsum, hmax, headParam, headParamf } from './simd';
 import { qk_4x8, pv_4x8, qk_1x8, pv_1x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
@@ -113,23 +113,28 @@ type Full = i64;
       const valid = min(bk, nk - key0);
 
       for (let rg = 0; rg < rows; rg += ROWS) {
+        // S's vectors: one per key, its lanes the 4 rows; or for one row, 4 keys each, so that the
+        // softmax exponentiates each key once rather than in four identical lanes.
+        const vectors = one ? bk >> 2 : bk;
         let mb = NEG_INF;
         for (let g = 0; g < bk; g += 8) {
-          const kg = kp + <usize>g * keyBytes, sg = s + (<usize>g << 4);
-          mb = f32x4.pmax(mb, one ? qk_1x8<T>(q, kg, steps, corr, mul, sg)
-            : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, corr + (<usize>rg << 2), mul, sg));
+          const kg = kp + <usize>g * keyBytes;
+          mb = f32x4.pmax(mb, one ? qk_1x8<T>(q, kg, steps, corr, mul, s + (<usize>g << 2))
+            : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, corr + (<usize>rg << 2), mul, s + (<usize>g << 4)));
         }
         // Keys past the end, or after a row's diagonal, score -Infinity; the maxima are taken again.
         const seen = causal ? min(valid, row0 + rg + shift + 1 - key0) : valid;
         if (seen < bk || !i32x4.all_true(kept)) {
           const visible = v128.and(kept, i32x4.min_s(i32x4.splat(valid), i32x4.add(i32x4.splat(seen), LANES)));
           mb = NEG_INF;
-          for (let k = 0; k < bk; k++) {
+          for (let k = 0; k < vectors; k++) {
             const at = s + (<usize>k << 4);
-            const v = v128.bitselect(load<v128>(at), NEG_INF, i32x4.lt_s(i32x4.splat(k), visible));
+            const show = one ? i32x4.lt_s(i32x4.add(i32x4.splat(k << 2), LANES), i32x4.splat(seen)) : i32x4.lt_s(i32x4.splat(k), visible);
+            const v = v128.bitselect(load<v128>(at), NEG_INF, show);
             store<v128>(at, v);
             mb = f32x4.pmax(mb, v);
           }
+          if (one) mb = f32x4.splat(hmax(mb));
         }
         const mo = load<v128>(mrow + (<usize>rg << 2));
         const mn = f32x4.pmax(mo, mb);
@@ -145,12 +150,13 @@ type Full = i64;
         const alpha = exp2v(f32x4.sub(mo, base));
         const ebase = f32x4.add(base, vshift);
         let sum = f32x4.splat(0);
-        for (let k = 0; k < bk; k++) {
+        for (let k = 0; k < vectors; k++) {
           const at = s + (<usize>k << 4);
           const e = exp2v(f32x4.sub(load<v128>(at), ebase));
           store<v128>(at, e);
           sum = f32x4.add(sum, e);
         }
+        if (one) sum = f32x4.splat(hsum(sum));
         const lp = lrow + (<usize>rg << 2);
         store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
         store<v128>(mrow + (<usize>rg << 2), mn);

@@ -156,12 +156,12 @@ export type SplatByShuffle = v128;
 }
 
 // One query row (a decode step): the 4-row kernels would spend three quarters of their arithmetic
-// on padding rows. Each keeps the layouts above; the row's scores are broadcast to all four lanes
-// of its key-major S vectors, so the driver's vertical softmax runs unchanged.
+// on padding rows. Q, K and V keep the layouts above; S and P hold the row's scores 4 keys to a
+// vector, key k at 4 k bytes, so the softmax works on every lane.
 
 /**
- * S[8 keys] = (Q[row 0] . K[8 keys]) * mul, each key's score in all four lanes of its vector at
- * s + 16 * key; returns their maximum in every lane. Even and odd steps accumulate apart, halving
+ * S[8 keys] = (Q[row 0] . K[8 keys]) * mul, key k's score at s + 4 k; returns their maximum in
+ * every lane. Even and odd steps accumulate apart, halving
  * the dependency chains that bind a one-row loop.
  */
 @inline export function qk_1x8<T>(q: usize, k: usize, steps: i32, corr: usize, mul: v128, s: usize): v128 {
@@ -185,32 +185,30 @@ export type SplatByShuffle = v128;
   const k0 = isRelaxedDot<T>() ? load<i32>(corr) : 0;
   const s0 = f32x4.mul(score<T>(isFloat<T>() ? f32x4.add(a0, e0) : i32x4.add(a0, e0), k0), mul);
   const s1 = f32x4.mul(score<T>(isFloat<T>() ? f32x4.add(a1, e1) : i32x4.add(a1, e1), k0), mul);
-  store<v128>(s, v128.shuffle<f32>(s0, s0, 0, 0, 0, 0)); store<v128>(s, v128.shuffle<f32>(s0, s0, 1, 1, 1, 1), 16);
-  store<v128>(s, v128.shuffle<f32>(s0, s0, 2, 2, 2, 2), 32); store<v128>(s, v128.shuffle<f32>(s0, s0, 3, 3, 3, 3), 48);
-  store<v128>(s, v128.shuffle<f32>(s1, s1, 0, 0, 0, 0), 64); store<v128>(s, v128.shuffle<f32>(s1, s1, 1, 1, 1, 1), 80);
-  store<v128>(s, v128.shuffle<f32>(s1, s1, 2, 2, 2, 2), 96); store<v128>(s, v128.shuffle<f32>(s1, s1, 3, 3, 3, 3), 112);
+  store<v128>(s, s0);
+  store<v128>(s, s1, 16);
   const m = f32x4.pmax(s0, s1), m2 = f32x4.pmax(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
   return f32x4.pmax(m2, v128.shuffle<f32>(m2, m2, 1, 0, 3, 2));
 }
 
 /**
- * O[row 0][0..dp) = O * alpha[0] + P[0..nk)[lane 0] . V[nk][0..dp), 8 channels at a time, even and
- * odd keys into separate accumulators.
+ * O[row 0][0..dp) = O * alpha[0] + P[0..nk) . V[nk][0..dp), P's key k at p + 4 k, 8 channels at
+ * a time, even and odd keys into separate accumulators.
  */
 @inline export function pv_1x8(o: usize, p: usize, v: usize, vStride: usize, nk: i32, dp: i32, alpha: v128): void {
   const al = v128.shuffle<f32>(alpha, alpha, 0, 0, 0, 0);
-  const pairs = p + (<usize>(nk & ~1) << 4), end = p + (<usize>nk << 4);
+  const pairs = p + (<usize>(nk & ~1) << 2), end = p + (<usize>nk << 2);
   for (let d = 0; d < dp; d += 8) {
     const od = o + (<usize>d << 2);
     let o0 = f32x4.mul(load<v128>(od), al), o1 = f32x4.mul(load<v128>(od, 16), al);
     let e0 = f32x4.splat(0), e1 = e0;
     let vp = v + (<usize>d << 2), pp = p;
     while (pp < pairs) {
-      const p0 = v128.load32_splat(pp), p1 = v128.load32_splat(pp, 16);
+      const p0 = v128.load32_splat(pp), p1 = v128.load32_splat(pp, 4);
       o0 = madd(p0, load<v128>(vp), o0); o1 = madd(p0, load<v128>(vp, 16), o1);
       e0 = madd(p1, load<v128>(vp + vStride), e0); e1 = madd(p1, load<v128>(vp + vStride, 16), e1);
       vp += 2 * vStride;
-      pp += 32;
+      pp += 8;
     }
     if (pp < end) {
       const p0 = v128.load32_splat(pp);
