@@ -233,8 +233,8 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   // One rule for the layer (a call takes one): the one with more blocks dropped over all heads.
   const gain = (picks: Pick[]) => picks.reduce((a, p) => a + (p.sparsity >= MIN_GAIN ? p.sparsity : 0), 0);
   const mode = gain(best.topk) > gain(best.cdf) ? 'topk' : 'cdf';
-  // A head kept whole in the CDF rule with INT8 QK is exactly the first call's setting.
-  const picks = best[mode].map((p, h) => (p.sparsity >= MIN_GAIN ? p : { ...dense(), result: mode === 'cdf' && precision[h] === 'int8' ? full[h] : undefined }));
+  // A head kept whole with INT8 QK runs exactly the first call's setting (either rule at 1 keeps every block).
+  const picks = best[mode].map((p, h) => (p.sparsity >= MIN_GAIN ? p : { ...dense(), result: precision[h] === 'int8' ? full[h] : undefined }));
   const rule = ruleOf(mode, picks.map((p) => p.value)), simThreshold = picks.map((p) => p.sim);
 
   // Stage 2: per head, the smallest pvThreshold (most skipping) that keeps the whole target share.
