@@ -1,7 +1,10 @@
 // npm start: dense FP32 attention against SpargeAttn (sparse + INT8) on two inputs, with the
-// time of each call, the block sparsity and the L1 error against an FP64 dense reference.
-import { createSparge } from '../dist/src/index.js';
-import { loadCase, videoLike, tensor, attentionF64, l1 } from '../test/helpers.js';
+// time of each call, the block sparsity and the L1 error against an FP64 dense reference. Then
+// pictures of real block masks, a global setting against calibrated per-head settings, written to
+// examples/results/masks/<case>-<setting>-head<h>.svg.
+import fs from 'node:fs';
+import { createSparge, maskToSVG } from '../dist/src/index.js';
+import { loadCase, referenceCases, videoLike, tensor, attentionF64, l1 } from '../test/helpers.js';
 
 const sparge = await createSparge(); // threads: 'auto', simd: 'auto'
 console.log(`sparge-wasm: ${sparge.features.module} SIMD module, ${sparge.threads} thread(s) (${process.release.name} ${process.version})\n`);
@@ -34,4 +37,26 @@ for (const { name, q, k, v } of inputs) {
   }
   console.table(rows);
 }
+
+// llm_rope_causal is one of the project's shared cases, not of the repository's fixtures.
+const PICTURED = ['video_4x32x32', 'llm_rope_causal'].filter((name) => referenceCases().includes(name));
+const masks = new URL('../examples/results/masks/', import.meta.url);
+fs.mkdirSync(masks, { recursive: true });
+const pictures = [];
+for (const name of PICTURED) {
+  const { q, k, v, meta: { causal } } = loadCase(name);
+  // Calibrated on the case itself at the README's target: the picture shows what the settings keep, not how they carry over.
+  const tuned = await sparge.calibrate({ q, k, v }, { target: 0.05, causal });
+  for (const [setting, options] of [['topk25', { topk: 0.25 }], ['calibrated', tuned.params]]) {
+    const { mask } = await sparge.attention(q, k, v, { causal, ...options, returnMask: true });
+    for (let head = 0; head < mask.dims[1]; head++) {
+      const svg = maskToSVG(mask, { head, causal });
+      const file = `${name}-${setting}-head${head}.svg`;
+      fs.writeFileSync(new URL(file, masks), svg);
+      pictures.push({ case: name, setting, head, density: Number(/density ([\d.]+)/.exec(svg)[1]), file: `examples/results/masks/${file}` });
+    }
+  }
+}
+console.log('block masks (kept / allowed blocks per head), pictured with maskToSVG');
+console.table(pictures);
 await sparge.dispose();

@@ -198,22 +198,53 @@ export interface BlockMaskLike {
 }
 
 export function checkMask(mask: unknown, dims: readonly number[]): Uint8Array {
+  const { data, dims: md } = maskParts(mask);
+  if (!Array.isArray(md) || md.length !== 4 || md.some((d, i) => d !== dims[i])) {
+    throw new RangeError(`mask.dims must be ${fmt(dims)} for these inputs and block sizes, got ${Array.isArray(md) ? fmt(md) : String(md)}`);
+  }
+  return checkMaskData(data, dims);
+}
+
+/**
+ * A mask on its own, with no call to say what its dims must be: [B, H, nq, nk], or [H, nq, nk] (as
+ * the reference cases store them) read as B = 1.
+ */
+export function checkMaskAlone(mask: unknown): { data: Uint8Array; dims: number[] } {
+  const { data, dims } = maskParts(mask);
+  if (!Array.isArray(dims) || (dims.length !== 3 && dims.length !== 4) || dims.some((d) => !Number.isInteger(d) || d < 1)) {
+    throw new RangeError(`mask.dims must be 3 or 4 positive integers [B, H, nq, nk], got ${Array.isArray(dims) ? fmt(dims) : String(dims)}`);
+  }
+  checkMaskData(data, dims);
+  return { data, dims: dims.length === 3 ? [1, ...dims] : [...dims] };
+}
+
+function maskParts(mask: unknown): { data: Uint8Array; dims: unknown } {
   if (mask === null || typeof mask !== 'object') {
     throw new TypeError(`mask must be a BlockMask { data: Uint8Array, dims }, got ${mask === null ? 'null' : typeof mask}`);
   }
-  const { data, dims: md } = mask as { data: unknown; dims: unknown };
+  const { data, dims } = mask as { data: unknown; dims: unknown };
   if (!isU8(data)) {
     const got = data === undefined ? 'undefined' : (data as object)?.constructor?.name ?? typeof data;
     throw new TypeError(`mask.data must be a Uint8Array, got ${got}`);
   }
-  if (!Array.isArray(md) || md.length !== 4 || md.some((d, i) => d !== dims[i])) {
-    throw new RangeError(`mask.dims must be ${fmt(dims)} for these inputs and block sizes, got ${Array.isArray(md) ? fmt(md) : String(md)}`);
-  }
-  if (data.length !== dims.reduce((a, b) => a * b, 1)) {
-    throw new RangeError(`mask.data has ${data.length} entries, mask.dims ${fmt(dims)} need ${dims.reduce((a, b) => a * b, 1)}`);
-  }
+  return { data, dims };
+}
+
+function checkMaskData(data: Uint8Array, dims: readonly number[]): Uint8Array {
+  const size = dims.reduce((a, b) => a * b, 1);
+  if (data.length !== size) throw new RangeError(`mask.data has ${data.length} entries, mask.dims ${fmt(dims)} need ${size}`);
   for (let i = 0; i < data.length; i++) {
     if (data[i] > 1) throw new RangeError(`mask.data must hold 0 or 1, got ${data[i]} at index ${i}`);
   }
   return data;
+}
+
+/** An index option: an integer from 0 to count - 1; `of` says what is counted, for the message. */
+export function checkIndex(name: string, x: unknown, count: number, of: string): number {
+  if (x === undefined) return 0;
+  if (typeof x !== 'number') throw new TypeError(`options.${name} must be a number, got ${x === null ? 'null' : typeof x}`);
+  if (!Number.isInteger(x) || x < 0 || x >= count) {
+    throw new RangeError(`options.${name} must be an integer from 0 to ${count - 1} (${of}), got ${x}`);
+  }
+  return x;
 }
