@@ -1,7 +1,7 @@
-// Micro-benchmark entry (build/bench.*.wasm, not shipped): the Stage 2 microkernels run over
-// L1-resident tiles, and register-resident loops that measure the peak of each instruction mix
-// the kernels use; each loop returns a value derived from its accumulators so that nothing is
-// optimized away.
+// Micro-benchmark entry (build/bench.*.wasm, run by the bench command and bench/micro.js): the
+// Stage 2 microkernels run over L1-resident tiles, and register-resident loops that measure the
+// peak of each instruction mix the kernels use; each loop returns a value derived from its
+// accumulators so that nothing is optimized away.
 import { qk_4x8, pv_4x8, qkSteps, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { exp2v, madd } from './simd';
 

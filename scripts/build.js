@@ -28,7 +28,7 @@ const build = (target, out, features, extraEntries = []) => {
   run(bin('binaryen', 'bin/wasm-opt'), [out, '-O3', ...features, '-o', out]);
 };
 for (const [target, features] of Object.entries(targets)) build(target, `build/sparge.${target}.wasm`, features);
-// The micro-benchmark modules (not shipped): the kernels plus assembly/bench.ts.
+// The benchmark modules, shipped for the bench command (src/bench.ts): the kernels plus assembly/bench.ts.
 for (const kind of ['baseline', 'relaxed']) build(`bench-${kind}`, `build/bench.${kind}.wasm`, targets[kind], ['assembly/bench.ts']);
 run(bin('typescript', 'bin/tsc'), ['-p', 'tsconfig.json']);
 // The worker script stands alone (tsc's version imports ./tiles.js and ./node.js), so that bundlers

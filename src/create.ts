@@ -118,17 +118,20 @@ export async function makeSparge(options: CreateOptions, host: Host): Promise<Sp
     throw new RangeError(`options.threads must be a positive integer or 'auto', got ${JSON.stringify(asked)}`);
   }
   const sources = checkWasm(o.wasm);
-  const kind = chooseModule(o.simd, sources);
+  const { value: kind, reason: moduleReason } = chooseModule(o.simd, sources);
   const int8Dot = checkInt8Dot(o.int8Dot, kind);
-  const splat = resolveSplat(checkSplat(o.splat));
+  const { value: splat, reason: splatReason } = resolveSplat(checkSplat(o.splat));
   const workerUrl = checkWorkerUrl(o.workerUrl);
   const features: Features = {
     ...detect(),
     sharedArrayBuffer: typeof SharedArrayBuffer !== 'undefined',
     threads: false,
     module: kind,
+    moduleReason,
     int8Dot: 'i16',
+    int8DotReason: '',
     splat,
+    splatReason,
   };
 
   let threads: Threads | undefined;
@@ -151,7 +154,9 @@ export async function makeSparge(options: CreateOptions, host: Host): Promise<Sp
   const memory = threads?.memory ?? new WebAssembly.Memory({ initial: 2, maximum: MAX_BYTES / PAGE });
 
   let engine: Engine | undefined = new Engine(module, memory, features, threads?.pool);
-  features.int8Dot = resolveInt8Dot(int8Dot, () => engine!.relaxedDotProbe());
+  const dot = resolveInt8Dot(int8Dot, kind, () => engine!.relaxedDotProbe());
+  features.int8Dot = dot.value;
+  features.int8DotReason = dot.reason;
   const live = () => {
     if (!engine) throw new Error('this sparge engine was disposed');
     return engine;

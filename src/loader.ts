@@ -21,13 +21,22 @@ export function checkInt8Dot(asked: unknown, module: 'relaxed' | 'baseline'): In
   if (asked === 'relaxed' && module !== 'relaxed') {
     throw new RangeError("options.int8Dot: 'relaxed' needs the relaxed-SIMD module (simd: 'relaxed', or 'auto' where supported)");
   }
-  return module === 'relaxed' ? asked ?? 'auto' : 'i16';
+  return asked ?? 'auto';
+}
+
+/** A variant the engine runs, and why: what features.*Reason report. */
+export interface Choice<T> {
+  value: T;
+  reason: string;
 }
 
 /** Resolves 'auto' with the module's probe (relaxed_dot_probe: 200 means x86-style unsigned). */
-export function resolveInt8Dot(choice: Int8Dot | 'auto', probe: () => number): Int8Dot {
-  if (choice !== 'auto') return choice;
-  return probe() === 200 ? 'i16' : 'relaxed';
+export function resolveInt8Dot(choice: Int8Dot | 'auto', module: 'relaxed' | 'baseline', probe: () => number): Choice<Int8Dot> {
+  if (module === 'baseline') return { value: 'i16', reason: 'the baseline module has only the i16 dot' };
+  if (choice !== 'auto') return { value: choice, reason: `int8Dot: '${choice}' was asked for` };
+  return probe() === 200
+    ? { value: 'i16', reason: "this engine reads the relaxed dot's second operand unsigned (x86-style), where the i16 dot measured about 2x faster" }
+    : { value: 'relaxed', reason: "this engine reads the relaxed dot's second operand signed (Arm-style)" };
 }
 
 /**
@@ -45,9 +54,11 @@ export function checkSplat(asked: unknown): Splat | 'auto' {
   return asked ?? 'auto';
 }
 
-export function resolveSplat(choice: Splat | 'auto'): Splat {
-  if (choice !== 'auto') return choice;
-  return isV8WithTrapHandler() ? 'load' : 'shuffle';
+export function resolveSplat(choice: Splat | 'auto'): Choice<Splat> {
+  if (choice !== 'auto') return { value: choice, reason: `splat: '${choice}' was asked for` };
+  return isV8WithTrapHandler()
+    ? { value: 'load', reason: 'V8 with its trap handler (Node, Chromium) checks bounds with guard pages, where splat loads measured fastest' }
+    : { value: 'shuffle', reason: 'not V8 with its trap handler (Deno, Bun, other engines): fewer loads measured faster or are the smaller worst case' };
 }
 
 function isV8WithTrapHandler(): boolean {
@@ -80,10 +91,14 @@ export interface Features {
   workers?: 'web' | 'worker_threads';
   /** the module in use */
   module: 'relaxed' | 'baseline';
+  /** why this module: what 'auto' found here, or that it was asked for (likewise the other reasons) */
+  moduleReason: string;
   /** the INT8 dot product of the QK kernel: i32x4.dot_i16x8_s, or the relaxed i8 x i7 dot */
   int8Dot: Int8Dot;
+  int8DotReason: string;
   /** how Stage 2 broadcasts Q and P lanes: load32_splat, or a vector load and shuffles */
   splat: Splat;
+  splatReason: string;
 }
 
 export function detect(): { simd: boolean; relaxedSimd: boolean } {
@@ -141,7 +156,7 @@ export function checkWasm(wasm: unknown): WasmSources | undefined {
  * The build to run. Without options.wasm every build is at hand; with it, only those it holds, so
  * 'auto' takes relaxed SIMD only where the engine accepts it and options.wasm holds a relaxed build.
  */
-export function chooseModule(simd: unknown, sources?: WasmSources): 'relaxed' | 'baseline' {
+export function chooseModule(simd: unknown, sources?: WasmSources): Choice<'relaxed' | 'baseline'> {
   if (simd !== undefined && simd !== 'auto' && simd !== 'relaxed' && simd !== 'baseline') {
     throw new TypeError(`options.simd must be 'auto', 'relaxed' or 'baseline', got ${JSON.stringify(simd)}`);
   }
@@ -157,10 +172,14 @@ export function chooseModule(simd: unknown, sources?: WasmSources): 'relaxed' | 
         "(Node 20 needs --experimental-wasm-relaxed-simd; Node 22 and later have it); use 'auto' or 'baseline'",
     );
   }
-  if (simd === 'baseline') return 'baseline';
-  if (f.relaxedSimd && given('relaxed')) return 'relaxed';
+  if (simd === 'relaxed' || simd === 'baseline') return { value: simd, reason: `simd: '${simd}' was asked for` };
+  if (f.relaxedSimd && given('relaxed')) return { value: 'relaxed', reason: 'this engine accepts relaxed SIMD' };
   if (!given('baseline')) throw new RangeError('options.wasm holds only relaxed-SIMD builds, which this engine does not support');
-  return 'baseline';
+  return {
+    value: 'baseline',
+    reason: f.relaxedSimd ? 'options.wasm holds no relaxed build'
+      : 'this engine lacks relaxed SIMD (Node 20 has it behind --experimental-wasm-relaxed-simd)',
+  };
 }
 
 /** A module's bytes from its URL, by fetch (what the single-thread entry reads with). */

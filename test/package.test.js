@@ -1,7 +1,8 @@
-// Packaging: `npm pack` holds the built JavaScript, its types, the four .wasm modules, README and
-// LICENSE and nothing else; a consumer project that installs the tarball (offline) type-checks
-// against it, and the installed package runs with the wasm found inside it: under Node and Bun by
-// its name, under Deno by the npm: specifier (from the consumer's node_modules, no registry).
+// Packaging: `npm pack` holds the built JavaScript, its types, the four .wasm modules, the two
+// benchmark modules of the bench command, README and LICENSE and nothing else; a consumer project
+// that installs the tarball (offline) type-checks against it, gets no devDependency, runs
+// `npx sparge-wasm bench`, and the installed package runs with the wasm found inside it: under Node
+// and Bun by its name, under Deno by the npm: specifier (from the consumer's node_modules, no registry).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
@@ -10,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CHECK, REPO, binary, runDigest, assertSameAsNode } from './runtimes/compare.js';
+import { assertQuickReport } from './bench-report.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sparge-package-'));
 const consumer = path.join(tmp, 'consumer');
@@ -49,9 +51,10 @@ test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 test('the tarball holds the built JavaScript, types, the .wasm modules, README and LICENSE only', () => {
   const files = packed.files.map((f) => f.path).sort();
-  const allowed = /^(dist\/(src|assembly)\/\w+\.(js|d\.ts)|build\/sparge\.(baseline|relaxed)(-shared)?\.wasm|README\.md|LICENSE|package\.json)$/;
+  const allowed = /^(dist\/(src|assembly)\/[\w-]+\.(js|d\.ts)|build\/(sparge|bench)\.(baseline|relaxed)(-shared)?\.wasm|README\.md|LICENSE|package\.json)$/;
   assert.equal(files.filter((f) => !allowed.test(f)), [], 'unexpected files');
   for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/single.js', 'dist/src/single.d.ts', 'dist/src/worker.js', 'dist/assembly/params.js', 'README.md', 'LICENSE',
+    'dist/src/cli.js', 'build/bench.baseline.wasm', 'build/bench.relaxed.wasm',
     ...['baseline', 'relaxed', 'baseline-shared', 'relaxed-shared'].map((k) => `build/sparge.${k}.wasm`)]) {
     assert.ok(files.includes(f), `${f} is missing`);
   }
@@ -62,6 +65,22 @@ test('a consumer type-checks against the installed tarball (tsc --noEmit, no Nod
   assert.not.ok(fs.lstatSync(installed).isSymbolicLink(), 'installed as a copy, not a link to the repo');
   const tsc = path.join(REPO, 'node_modules', 'typescript', 'bin', 'tsc');
   execFileSync(process.execPath, [tsc, '--noEmit', '-p', consumer], { encoding: 'utf8' });
+});
+
+test('the consumer\'s node_modules holds the package alone: no devDependency, no benchmark library', () => {
+  const devDependencies = Object.keys(JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).devDependencies);
+  const modules = path.join(consumer, 'node_modules');
+  for (const dep of devDependencies) assert.not.ok(fs.existsSync(path.join(modules, dep)), `${dep} was installed`);
+  assert.equal(fs.readdirSync(modules).filter((f) => !f.startsWith('.')), ['sparge-wasm']);
+  assert.not.ok(fs.existsSync(path.join(modules, 'sparge-wasm', 'node_modules')), 'nested node_modules');
+});
+
+test('npx sparge-wasm bench --quick --json out.json runs in the consumer', () => {
+  const t0 = Date.now();
+  execFileSync('npx', ['--offline', 'sparge-wasm', 'bench', '--quick', '--json', 'out.json'], { cwd: consumer, stdio: 'pipe' });
+  // On a line of its own, after uvu's progress dots, for test/run.js to show.
+  console.log(`\nnote: npx sparge-wasm bench --quick took ${((Date.now() - t0) / 1000).toFixed(1)} s in the consumer`);
+  assertQuickReport(JSON.parse(fs.readFileSync(path.join(consumer, 'out.json'), 'utf8')), 'node');
 });
 
 test('the builds are exported for bundlers as sparge-wasm/build/sparge.<kind>.wasm', () => {
