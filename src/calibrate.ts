@@ -3,9 +3,9 @@
 // GPU hours, as a handful of calls). Heads are independent, so every candidate evaluation is one
 // attention call per sample that tries a different setting on each head at once: all heads bisect
 // in lockstep, and the cost does not grow with the number of heads.
-import type { AttentionResult, QKPrecision, SpargeOptions, Tensor } from './engine.js';
+import type { AttentionResult, OrderOption, QKPrecision, SpargeOptions, Tensor } from './engine.js';
 import { blockCounts, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
-import { type Layout, type Shape, type TensorLike, checkTensor, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkSignal } from './checks.js';
+import { type Layout, type Shape, type TensorLike, checkTensor, checkLayout, checkBool, checkNumber, checkBlock, checkOptions, checkSignal, checkOrder } from './checks.js';
 import { dimsOf } from './memory.js';
 
 export interface Sample {
@@ -24,6 +24,8 @@ export interface CalibrateOptions {
   blockK?: number;
   signal?: AbortSignal;
   onProgress?: (p: { done: number; total: number }) => void;
+  /** the token order of the attention calls (SpargeOptions.order): every sample has its length; not in params, give it to the calls too */
+  order?: OrderOption;
 }
 
 /** Settings to spread into an attention call: plain JSON. */
@@ -51,10 +53,10 @@ export interface Calibration {
 /** What calibrate needs of the engine. */
 export interface Attend {
   attention(q: TensorLike, k: TensorLike, v: TensorLike, o: SpargeOptions): Promise<AttentionResult>;
-  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, o: { causal: boolean; scale?: number; layout: Layout; signal?: AbortSignal }): Promise<Tensor>;
+  denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, o: { causal: boolean; scale?: number; layout: Layout; signal?: AbortSignal; order?: OrderOption }): Promise<Tensor>;
 }
 
-const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal', 'onProgress'] as const;
+const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal', 'onProgress', 'order'] as const;
 
 // The search. Stage 1 runs the CDF rule at two simThresholds (the released per-head tunings sit
 // mostly near -1, no forcing, and a forced block only adds density). Causal calls also try top-k:
@@ -166,7 +168,10 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   }
   const onProgress = o.onProgress as CalibrateOptions['onProgress'];
   const H = shapes[0].q.H;
-  const common = { causal, scale, layout, blockQ, blockK, signal };
+  // Checked against every sample here, so that a bad one is refused before any call computes.
+  for (const sh of shapes) checkOrder(o.order, sh.q, sh.k, causal);
+  const order = o.order as OrderOption | undefined;
+  const common = { causal, scale, layout, blockQ, blockK, signal, order };
 
   const families = FAMILIES.filter((f) => causal || f.mode === 'cdf');
   // Progress: one step per call. The total is an upper bound that shrinks when a search ends early.
@@ -177,7 +182,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   };
 
   const refs: Float32Array[] = [];
-  for (const s of list) refs.push((await engine.denseAttention(s.q, s.k, s.v, { causal, scale, layout, signal })).data);
+  for (const s of list) refs.push((await engine.denseAttention(s.q, s.k, s.v, { causal, scale, layout, signal, order })).data);
   step();
 
   /** Per head: L1 pooled over the samples, and Stage 1 sparsity (selected over allowed blocks). */

@@ -91,12 +91,49 @@ export function checkQKV(q: unknown, k: unknown, v: unknown, layout: Layout, nee
   return { q: qs, k: ks, layout };
 }
 
-export function checkLayout(layout: unknown): Layout {
+export function checkLayout(layout: unknown, name = 'options.layout'): Layout {
   if (layout === undefined) return 'HND';
   if (layout !== 'HND' && layout !== 'NHD') {
-    throw new TypeError(`options.layout must be 'HND' or 'NHD', got ${JSON.stringify(layout)}`);
+    throw new TypeError(`${name} must be 'HND' or 'NHD', got ${JSON.stringify(layout)}`);
   }
   return layout;
+}
+
+/** A permutation of the N tokens (perm[i]: the input row that goes to position i), as a copy of its own. */
+export function checkPerm(name: string, x: unknown, N: number): Uint32Array {
+  if (!Array.isArray(x) && !(ArrayBuffer.isView(x) && 'length' in x)) {
+    throw new TypeError(`${name} must be a Uint32Array or an array of token indices, got ${x === null ? 'null' : (x as object)?.constructor?.name ?? typeof x}`);
+  }
+  const a = x as ArrayLike<unknown>;
+  if (a.length !== N) throw new RangeError(`${name} must have one entry per token (${N}), got ${a.length}`);
+  const perm = new Uint32Array(N), at = new Int32Array(N).fill(-1);
+  for (let i = 0; i < N; i++) {
+    const v = a[i];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= N) {
+      throw new RangeError(`${name} must be a permutation of 0..${N - 1}, got ${String(v)} at index ${i}`);
+    }
+    if (at[v] >= 0) throw new RangeError(`${name} must be a permutation of 0..${N - 1}, got ${v} twice (at ${at[v]} and ${i})`);
+    at[v] = i;
+    perm[i] = v;
+  }
+  return perm;
+}
+
+/**
+ * options.order: a token order ({ perm }, as hilbertOrder returns) or its perm alone. It permutes
+ * q's rows and k's alike, so it needs self-attention's equal lengths, and causal attention is
+ * defined on the tokens' own order.
+ */
+export function checkOrder(x: unknown, q: Shape, k: Shape, causal: boolean): Uint32Array | undefined {
+  if (x === undefined) return undefined;
+  const perm = x !== null && typeof x === 'object' && !Array.isArray(x) && !ArrayBuffer.isView(x) ? (x as { perm?: unknown }).perm : x;
+  const name = perm === x ? 'options.order' : 'options.order.perm';
+  if (perm === undefined || perm === null) {
+    throw new TypeError(`options.order must be a token order { perm } (as hilbertOrder returns) or a permutation array, got ${x === null ? 'null' : 'an object without perm'}`);
+  }
+  if (causal) throw new RangeError('options.order cannot be used with causal: true (causal attention follows the tokens\' own order)');
+  if (q.N !== k.N) throw new RangeError(`options.order needs q and k of equal length (self-attention), got ${q.N} and ${k.N}`);
+  return checkPerm(name, perm, q.N);
 }
 
 export function checkBool(name: string, x: unknown, dflt: boolean): boolean {

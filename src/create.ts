@@ -1,7 +1,7 @@
 // Makes an engine from createSparge's options. Shared by both entries: what differs between them
 // (starting workers, reading a module's URL) comes in as a Host, so that the single-thread entry
 // (src/single.ts) reaches no node: module and no worker script, not even through a dynamic import.
-import { Engine, type Tensor, type TensorWithLse, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead, type QKPrecision } from './engine.js';
+import { Engine, type Tensor, type TensorWithLse, type BlockMask, type SpargeOptions, type DenseOptions, type AttentionResult, type PerHead, type QKPrecision, type OrderOption } from './engine.js';
 import {
   type Features, type SimdChoice, type ModuleKind, type WasmSource, type WasmSources, type Int8Dot, type Splat,
   checkWasm, chooseModule, compileModule, detect, checkInt8Dot, resolveInt8Dot, checkSplat, resolveSplat, isUrl,
@@ -15,7 +15,7 @@ import { type KVCache, type KVCacheOptions, type AppendOptions, KVCacheImpl } fr
 
 // The public types, which both entries export.
 export type {
-  Tensor, TensorWithLse, KVCache, KVCacheOptions, AppendOptions, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, QKPrecision, Features,
+  Tensor, TensorWithLse, KVCache, KVCacheOptions, AppendOptions, TensorLike, BlockMask, BlockMaskLike, SpargeOptions, DenseOptions, AttentionResult, PerHead, QKPrecision, OrderOption, Features,
   SimdChoice, ModuleKind, WasmSource, WasmSources, Int8Dot, Splat, Sample, CalibrateOptions, Calibration, TunedParams,
 };
 

@@ -3,8 +3,9 @@
 import { P, Head } from '../assembly/params.js';
 import {
   type Layout, type Shape, type TensorLike, type BlockMaskLike,
-  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal,
+  checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal, checkOrder,
 } from './checks.js';
+import type { TokenOrder } from './order.js';
 import { type Dims, type Job, type Plan, type PlanOptions, MAX_BYTES, PAGE, Regions, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
@@ -30,6 +31,9 @@ export type QKPrecision = 'int8' | 'f32';
 /** A setting for every query head, or an array of one per query head. */
 export type PerHead = number | readonly number[];
 
+/** options.order: hilbertOrder's result (its perm is used), or a permutation of the tokens. */
+export type OrderOption = Pick<TokenOrder, 'perm'> | ArrayLike<number>;
+
 export interface SpargeOptions {
   causal?: boolean;
   scale?: number;
@@ -51,6 +55,12 @@ export interface SpargeOptions {
   output?: Float32Array;
   /** ends the call at the next tile; it rejects with the signal's reason */
   signal?: AbortSignal;
+  /**
+   * Self-attention over tokens taken in this order: q, k and v are packed in it and the output
+   * (and lse) come back in the inputs' own order; a mask (returnMask, predictMask, or one given to
+   * blockSparseAttention) is over blocks of the reordered tokens. Not with causal.
+   */
+  order?: OrderOption;
 }
 
 export interface DenseOptions {
@@ -62,6 +72,8 @@ export interface DenseOptions {
   returnLse?: boolean;
   output?: Float32Array;
   signal?: AbortSignal;
+  /** as SpargeOptions.order; the keys are summed in that order, so only rounding differs from a call without it */
+  order?: OrderOption;
 }
 
 /** denseAttention's result with returnLse. */
@@ -81,6 +93,10 @@ const MASK_KEYS = [
 ] as const;
 export const SPARGE_KEYS = [...MASK_KEYS, 'output', 'returnLse'] as const;
 export const DENSE_KEYS = ['causal', 'scale', 'layout', 'precision', 'output', 'signal', 'returnLse'] as const;
+// A KV cache's calls take the lists above: its queries are the last tokens, in their order.
+const ORDERED_MASK_KEYS = [...MASK_KEYS, 'order'] as const;
+const ORDERED_SPARGE_KEYS = [...SPARGE_KEYS, 'order'] as const;
+const ORDERED_DENSE_KEYS = [...DENSE_KEYS, 'order'] as const;
 
 /** Default block sizes, by measurement: on the CPU 64 x 64 runs as fast as the reference GPU tiles (128 x 64) and keeps more accurate masks. */
 export const DEFAULT_BLOCK_Q = 64;
@@ -105,6 +121,8 @@ export interface Call {
   /** per query head, for the sparse path: true where QK runs in FP32 */
   fp32?: boolean[];
   returnLse?: boolean;
+  /** options.order: row i of each head in memory is the inputs' row perm[i], and so is output row i */
+  perm?: Uint32Array;
 }
 
 /** A call's inputs; a queued call holds copies of their data. */
@@ -244,7 +262,8 @@ export class Engine {
     const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, bq, bk);
     const output = needV ? checkOutput(o.output, pr.q.B * pr.q.H * pr.q.N * pr.q.D) : undefined;
     const returnLse = needV ? checkBool('returnLse', o.returnLse, false) : false;
-    return { dims, q: pr.q, layout, causal, scale, output, signal: checkSignal(o.signal), returnLse };
+    const perm = checkOrder(o.order, pr.q, pr.k, causal);
+    return { dims, q: pr.q, layout, causal, scale, output, signal: checkSignal(o.signal), returnLse, perm };
   }
 
   /**
@@ -294,18 +313,18 @@ export class Engine {
     const d = c.dims;
     const mem = new Float32Array(this.memory.buffer);
     const dst = this.plan!.at[slot]! / 4;
-    const D = d.D, DP = d.DP, src = t.data;
+    const D = d.D, DP = d.DP, src = t.data, perm = c.perm;
     if (DP !== D || NP !== N) mem.fill(0, dst, dst + d.B * H * NP * DP);
     for (let b = 0; b < d.B; b++) {
       for (let h = 0; h < H; h++) {
         const head = dst + (b * H + h) * NP * DP;
-        if (c.layout === 'HND' && DP === D) {
+        if (c.layout === 'HND' && DP === D && !perm) {
           const s = (b * H + h) * N * D;
           mem.set(src.subarray(s, s + N * D), head);
           continue;
         }
         for (let n = 0; n < N; n++) {
-          const s = c.layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
+          const s = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
           mem.set(src.subarray(s, s + D), head + n * DP);
         }
       }
@@ -320,23 +339,23 @@ export class Engine {
     const NP = d.NQB * d.BQ, DP = d.DP;
     const dims = c.layout === 'HND' ? [B, H, N, D] : [B, N, H, D];
     const outDims = c.q.threeD ? dims.slice(1) : dims;
-    const whole = c.layout === 'HND' && DP === D && NP === N;
+    const whole = c.layout === 'HND' && DP === D && NP === N && !c.perm;
     if (c.output && whole) {
       c.output.set(mem.subarray(src, src + B * H * N * D));
       return { data: c.output, dims: outDims };
     }
     // Unpadded HND output is one block of memory: one copy, no zero-filled allocation first.
     if (whole) return { data: mem.slice(src, src + B * H * N * D), dims: outDims };
-    const out = c.output ?? new Float32Array(B * H * N * D);
+    const out = c.output ?? new Float32Array(B * H * N * D), perm = c.perm;
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
         const head = src + (b * H + h) * NP * DP;
-        if (c.layout === 'HND' && DP === D) {
+        if (c.layout === 'HND' && DP === D && !perm) {
           out.set(mem.subarray(head, head + N * D), (b * H + h) * N * D);
           continue;
         }
         for (let n = 0; n < N; n++) {
-          const o = c.layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
+          const o = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
           out.set(mem.subarray(head + n * DP, head + n * DP + D), o);
         }
       }
@@ -447,8 +466,11 @@ export class Engine {
   readLse(c: Call): Tensor {
     const d = c.dims, { B, H, N } = c.q, NP = d.NQB * d.BQ;
     const mem = new Float32Array(this.memory.buffer, this.plan!.at[P.LSE]!, B * H * NP);
-    const data = new Float32Array(B * H * N);
-    for (let bh = 0; bh < B * H; bh++) data.set(mem.subarray(bh * NP, bh * NP + N), bh * N);
+    const data = new Float32Array(B * H * N), perm = c.perm;
+    for (let bh = 0; bh < B * H; bh++) {
+      if (!perm) data.set(mem.subarray(bh * NP, bh * NP + N), bh * N);
+      else for (let n = 0; n < N; n++) data[bh * N + perm[n]] = mem[bh * NP + n];
+    }
     return { data, dims: c.q.threeD ? [H, N] : [B, H, N] };
   }
 
@@ -485,7 +507,7 @@ export class Engine {
   }
 
   attention(q: TensorLike, k: TensorLike, v: TensorLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const o = checkOptions(options, SPARGE_KEYS);
+    const o = checkOptions(options, ORDERED_SPARGE_KEYS);
     const c = this.call(q, k, v, o, true);
     const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
     c.fp32 = parsed.fp32;
@@ -501,7 +523,7 @@ export class Engine {
   }
 
   predictMask(q: TensorLike, k: TensorLike, options?: SpargeOptions): Promise<BlockMask> {
-    const o = checkOptions(options, MASK_KEYS);
+    const o = checkOptions(options, ORDERED_MASK_KEYS);
     const c = this.call(q, k, undefined, o, false);
     const { parsed, stage1 } = this.sparseOptions(o, c.q.H);
     return this.submitCall(c, 'mask', { q, k }, async (inputs) => {
@@ -513,7 +535,7 @@ export class Engine {
   }
 
   blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskLike, options?: SpargeOptions): Promise<AttentionResult> {
-    const o = checkOptions(options, SPARGE_KEYS);
+    const o = checkOptions(options, ORDERED_SPARGE_KEYS);
     const given = mask as Partial<BlockMask> | undefined;
     const bq = blockOf('Q', given?.blockQ, o.blockQ, DEFAULT_BLOCK_Q);
     const bk = blockOf('K', given?.blockK, o.blockK, DEFAULT_BLOCK_K);
@@ -532,7 +554,7 @@ export class Engine {
   }
 
   denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, options?: DenseOptions): Promise<Tensor | TensorWithLse> {
-    const o = checkOptions(options, DENSE_KEYS);
+    const o = checkOptions(options, ORDERED_DENSE_KEYS);
     checkDensePrecision(o.precision);
     const c = this.call(q, k, v, o, true, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
     const d = c.dims;
@@ -559,6 +581,11 @@ export class Engine {
   debugTerminate(i: number): void {
     this.pool?.terminate(i);
   }
+}
+
+/** Where token n of head h, batch b starts in a tensor's data. */
+function rowAt(layout: Layout, b: number, h: number, n: number, H: number, N: number, D: number): number {
+  return layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
 }
 
 /** denseAttention computes in FP32 only; the option exists to say so. */

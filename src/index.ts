@@ -8,6 +8,7 @@ import { importNode, isNode } from './node.js';
 export type * from './create.js';
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 export { maskToSVG, type MaskPictureOptions } from './svg.js';
+export { hilbertOrder, permuteTokens, type TokenOrder } from './order.js';
 
 const host: Host = {
   async read(url) {

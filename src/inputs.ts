@@ -25,11 +25,13 @@ export function gaussian(n: number, seed: number, sigma = 1): Float32Array {
 }
 
 /**
- * Video-like tokens: a frames x side x side grid whose features vary smoothly in space and time,
- * plus noise, so attention is local and most key blocks are negligible (as in video diffusion).
+ * Video-like tokens: a frames x side x side grid (side: a number, or [height, width]) in raster
+ * order, whose features vary smoothly in space and time, plus noise, so attention is local and
+ * most key blocks are negligible (as in video diffusion).
  */
-export function videoLike(H: number, frames: number, side: number, D: number, seed: number, noise = 0.3) {
-  const N = frames * side * side, r = rng(seed);
+export function videoLike(H: number, frames: number, side: number | readonly [number, number], D: number, seed: number, noise = 0.3) {
+  const [height, width] = typeof side === 'number' ? [side, side] : side;
+  const N = frames * height * width, r = rng(seed);
   // q and k share the positional features, so a token attends to its space-time neighbours.
   const freq = Array.from({ length: H * D }, () => [r() * 0.5, r() * 0.5, r() * 0.3, r() * 6.28]);
   const make = (salt: number) => {
@@ -37,7 +39,7 @@ export function videoLike(H: number, frames: number, side: number, D: number, se
     const g = gaussian(H * N * D, seed * 7 + salt, noise);
     for (let h = 0; h < H; h++) {
       for (let n = 0; n < N; n++) {
-        const f = Math.floor(n / (side * side)), y = Math.floor(n / side) % side, x = n % side;
+        const f = Math.floor(n / (height * width)), y = Math.floor(n / width) % height, x = n % width;
         for (let d = 0; d < D; d++) {
           const [a, b, c, ph] = freq[h * D + d];
           out[(h * N + n) * D + d] = 2 * Math.sin(a * x + b * y + c * f + ph) + g[(h * N + n) * D + d];

@@ -9,6 +9,7 @@ import { type CreateOptions, type Sparge, type Host, makeSparge } from './create
 export type * from './create.js';
 export { DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K } from './engine.js';
 export { maskToSVG, type MaskPictureOptions } from './svg.js';
+export { hilbertOrder, permuteTokens, type TokenOrder } from './order.js';
 
 const host: Host = {
   async read(url) {

@@ -10,7 +10,7 @@ import { Miniflare } from 'miniflare';
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const file = (p) => path.join(REPO, p);
 // The single-thread entry, which wrangler's `workerd` condition selects, and what it imports.
-const library = ['src/single.js', 'src/create.js', 'src/calibrate.js', 'src/kvcache.js', 'src/svg.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/memory.js', 'src/tiles.js', 'assembly/params.js']
+const library = ['src/single.js', 'src/create.js', 'src/calibrate.js', 'src/kvcache.js', 'src/svg.js', 'src/engine.js', 'src/loader.js', 'src/checks.js', 'src/order.js', 'src/memory.js', 'src/tiles.js', 'assembly/params.js']
   .map((p) => ({ type: 'ESModule', path: file(`dist/${p}`) }));
 
 const WORKER = `
