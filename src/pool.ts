@@ -1,14 +1,13 @@
 // The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
 // A call posts its stages to every worker; workers take tiles from atomic counters (tiles.ts), so
-// uneven sparsity balances itself. The calling thread takes tiles too while the workers wake, for
-// at most a millisecond and only until all of them run: a short call (a decode step) is often done
-// before they are, and then returns without waiting for their replies, which the next call
-// collects first.
+// uneven sparsity balances itself. The calling thread takes tiles too for its first millisecond,
+// while the workers wake: a short call (a decode step) is often done before they are, and then
+// returns without waiting for their replies, which the next call collects first.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
 import { importNode, isNode } from './node.js';
-import { type Kernels, type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, RUNNING, TAKEN, abortShared, runShared } from './tiles.js';
+import { type Kernels, type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared, runShared } from './tiles.js';
 
 /** The little that differs between Node's worker_threads and Web Workers. */
 interface Port {
@@ -170,7 +169,6 @@ export class Pool {
     signal?.throwIfAborted();
     const ctl = this.ctl;
     Atomics.store(ctl, ABORT, 0);
-    Atomics.store(ctl, RUNNING, 0);
     for (let s = 0; s < MAX_STAGES; s++) {
       Atomics.store(ctl, TAKEN + s, 0);
       Atomics.store(ctl, DONE + s, 0);
@@ -194,7 +192,7 @@ export class Pool {
       let share;
       try {
         // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
-        share = runShared(caller, ctl, params, stages, this.size, { deadline: performance.now() + CALLER_MS, workers: this.slots.length });
+        share = runShared(caller, ctl, params, stages, this.size, performance.now() + CALLER_MS);
       } catch (e) {
         abortShared(ctl);
         await replies;

@@ -29,10 +29,8 @@ export const CONTROL_OFFSET = 32768;
  */
 export const PARAMS_OFFSET = CONTROL_OFFSET + 1024;
 export const MAX_STAGES = 16;
-// Int32 slots of the control block: abort flag, workers running this call, then a take counter and
-// a done counter per stage.
+// Int32 slots of the control block: abort flag, then a take counter and a done counter per stage.
 export const ABORT = 0;
-export const RUNNING = 1;
 export const TAKEN = 16;
 export const DONE = TAKEN + MAX_STAGES;
 export const CONTROL_SLOTS = DONE + MAX_STAGES;
@@ -82,25 +80,20 @@ export async function runLocal(k: Kernels, buffer: ArrayBufferLike, params: numb
  */
 export type Share = 'done' | 'aborted' | 'left';
 
-/** The calling thread's part: until its deadline, and while some worker has not started yet. */
-export interface Stand { deadline: number; workers: number }
-
 /**
  * One participant's share of a call: take tiles until a stage is exhausted, then wait until every
  * tile of it is done before the next stage, whose tiles read its results. Workers block at the
- * barriers. The calling thread (`stand` given) spins, since a page's main thread may not block,
- * and stands in only for workers still waking up: once all run, a core each, it would take a core
- * from one of them, so it leaves, as it does at its deadline.
+ * barriers; the calling thread (a deadline given) spins, since a page's main thread may not block,
+ * and leaves at its deadline.
  */
-export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number, stand?: Stand): Share {
-  if (!stand) Atomics.add(ctl, RUNNING, 1);
-  const leave = () => stand !== undefined && (Atomics.load(ctl, RUNNING) >= stand.workers || performance.now() > stand.deadline);
+export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number, deadline = Infinity): Share {
+  const timed = deadline !== Infinity;
   for (let s = 0; s < stages.length; s++) {
     const [name, n] = stages[s];
     const kernel = k[name];
     for (;;) {
       if (Atomics.load(ctl, ABORT)) return 'aborted';
-      if (leave()) return 'left';
+      if (timed && performance.now() > deadline) return 'left';
       const t = Atomics.add(ctl, TAKEN + s, 1);
       if (t >= n) break;
       kernel(params, t, t + 1, worker);
@@ -110,8 +103,8 @@ export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: r
       const done = Atomics.load(ctl, DONE + s);
       if (done >= n) break;
       if (Atomics.load(ctl, ABORT)) return 'aborted';
-      if (stand) {
-        if (leave()) return 'left';
+      if (timed) {
+        if (performance.now() > deadline) return 'left';
         continue;
       }
       // The timeout covers an abort that lands between the check above and the wait.
