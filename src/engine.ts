@@ -325,7 +325,7 @@ export class Engine {
         }
         for (let n = 0; n < N; n++) {
           const s = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
-          copyRow(mem, head + n * DP, src, s, D);
+          mem.set(src.subarray(s, s + D), head + n * DP);
         }
       }
     }
@@ -356,7 +356,7 @@ export class Engine {
         }
         for (let n = 0; n < N; n++) {
           const o = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
-          copyRow(out, o, mem, head + n * DP, D);
+          out.set(mem.subarray(head + n * DP, head + n * DP + D), o);
         }
       }
     }
@@ -584,14 +584,6 @@ export class Engine {
 }
 
 /** Where token n of head h, batch b starts in a tensor's data. */
-/**
- * One row of a gathered or scattered copy (NHD, `order`): a loop, because a subarray per row
- * allocates a view, which for rows of tens of floats costs more than the copy.
- */
-function copyRow(dst: Float32Array, at: number, src: Float32Array, from: number, n: number): void {
-  for (let i = 0; i < n; i++) dst[at + i] = src[from + i];
-}
-
 function rowAt(layout: Layout, b: number, h: number, n: number, H: number, N: number, D: number): number {
   return layout === 'HND' ? ((b * H + h) * N + n) * D : ((b * N + n) * H + h) * D;
 }
