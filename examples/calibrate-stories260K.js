@@ -4,7 +4,8 @@
 // and the mean KL divergence of the next-token distributions against exact FP64 attention, top-1
 // agreement, and Stage 1 sparsity per layer, for calibration targets from 0.005 to 0.1. The chosen
 // target is the largest whose held-out change stays within 0.01 nats and KL within 0.01.
-// Writes examples/results/stories260K-{tuned,curve}.json and stories260K-curve.svg.
+// Then the chosen target again on decode-shaped samples (one query row against its history), for
+// npm run example:generate. Writes examples/results/stories260K-{tuned,curve}.json and stories260K-curve.svg.
 import fs from 'node:fs';
 import { createSparge } from '../dist/src/index.js';
 import { loadLlama, forward, fp64Attention, spargeAttention, logProbs, nextTokenAgreement, meanKL, sampleTokens } from './llama.js';
@@ -58,6 +59,29 @@ for (const target of TARGETS) {
 
 const ok = (r) => Math.abs(r.delta) <= BOUND.nats && r.kl <= BOUND.kl;
 const chosen = rows.filter((r) => r.target !== undefined && ok(r)).at(-1);
+
+// Decode steps: one query row against its history. P·V skipping is decided per group of rows, and a
+// lone row's block maximum decides alone, so settings calibrated on 512-row prefill skip more there.
+// The chosen target is calibrated again on decode-shaped samples of the same text, one row every
+// DECODE_EVERY positions, for npm run example:generate.
+const DECODE_EVERY = 16;
+/** Token rows [from, to) of a [1, heads, N, D] tensor. */
+function rowsOf(t, from, to) {
+  const [, heads, N, D] = t.dims, n = to - from, data = new Float32Array(heads * n * D);
+  for (let h = 0; h < heads; h++) data.set(t.data.subarray((h * N + from) * D, (h * N + to) * D), h * n * D);
+  return { data, dims: [1, heads, n, D] };
+}
+const decodeSamples = (s) => Array.from({ length: Math.floor((s.q.dims[2] - 32) / DECODE_EVERY) }, (_, i) => {
+  const p = 32 + i * DECODE_EVERY;
+  return { q: rowsOf(s.q, p, p + 1), k: rowsOf(s.k, 0, p + 1), v: rowsOf(s.v, 0, p + 1) };
+});
+let decodeLayers;
+if (chosen) {
+  const t0 = performance.now();
+  decodeLayers = [];
+  for (const s of samples) decodeLayers.push((await sparge.calibrate(decodeSamples(s), { target: chosen.target, causal: true })).params);
+  console.log(`decode settings: target ${chosen.target} on ${decodeSamples(samples[0]).length} one-row samples per layer, ${(performance.now() - t0).toFixed(0)} ms`);
+}
 console.table(rows.map((r) => ({
   settings: r.name,
   'Δ log-prob (nats)': +r.delta.toExponential(2),
@@ -73,7 +97,7 @@ console.log(chosen
   : `no target tried keeps the held-out text within ${BOUND.nats} nats and KL ${BOUND.kl}`);
 
 fs.mkdirSync(results, { recursive: true });
-if (chosen) fs.writeFileSync(new URL('stories260K-tuned.json', results), JSON.stringify({ model: 'stories260K', target: chosen.target, layers: tuned[chosen.target] }, null, 1) + '\n');
+if (chosen) fs.writeFileSync(new URL('stories260K-tuned.json', results), JSON.stringify({ model: 'stories260K', target: chosen.target, layers: tuned[chosen.target], decodeLayers }, null, 1) + '\n');
 const curve = rows.filter((r) => r.target !== undefined);
 fs.writeFileSync(new URL('stories260K-curve.json', results), JSON.stringify({ date: new Date().toISOString(), bound: BOUND, curve }, null, 1) + '\n');
 fs.writeFileSync(new URL('stories260K-curve.svg', results), lineChart({

@@ -25,8 +25,9 @@ const prompt = sample.tokens.slice(0, PROMPT_TOKENS);
 
 const tunedFile = new URL('stories260K-tuned.json', results);
 const tuned = fs.existsSync(tunedFile) ? JSON.parse(fs.readFileSync(tunedFile, 'utf8')) : undefined;
-// The file holds one params object per layer; accept { params } wrappers as well.
-const tunedParams = tuned?.layers?.map((layer) => layer.params ?? layer);
+// The file holds one params object per layer (accept { params } wrappers as well), and settings
+// calibrated on one-row decode steps, which spargeKVCaches uses for them.
+const tunedParams = tuned?.layers?.map((layer, l) => ({ ...(layer.params ?? layer), decode: tuned.decodeLayers?.[l] }));
 
 const sparge = await createSparge();
 console.log(`stories260K: ${model.layers} layers, ${model.heads} heads (${model.kvHeads} kv), head size ${model.headSize}; ` +

@@ -326,7 +326,10 @@ export function spargeKVCaches(sparge, model, optionsPerLayer) {
   const sparsity = [];
   const attendNew = async (layer, q, kNew, vNew) => {
     const cache = caches[layer];
-    const options = Array.isArray(optionsPerLayer) ? optionsPerLayer[layer] : optionsPerLayer;
+    const chosen = Array.isArray(optionsPerLayer) ? optionsPerLayer[layer] : optionsPerLayer;
+    // A layer's settings may carry a `decode` set for one-row steps (calibrated on decode-shaped samples).
+    const { decode, ...whole } = chosen === 'dense' ? {} : chosen;
+    const options = chosen === 'dense' ? 'dense' : decode && q.dims[2] === 1 ? decode : whole;
     await cache.append(kNew, vNew);
     if (options === 'dense') {
       sparsity[layer] = 0;
