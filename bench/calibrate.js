@@ -3,7 +3,7 @@
 // first half is the calibration sample, the second the unseen input of the same kind. The global
 // setting is the sparsest of a grid (top-k, and CDF with no forced blocks) whose L1 on the sample is
 // within the target; both are then measured on the unseen half. Also the cost of one calibration
-// in dense calls of the same sample (medians of 3 calibrations and of 3 dense calls).
+// in dense calls of the same sample (medians of 5 calibrations and of 5 dense calls).
 //   node bench/calibrate.js [--target 0.05] [--threads 2]
 // Writes bench/results/calibrate.{json,md}.
 import fs from 'node:fs';
@@ -57,16 +57,16 @@ for (const name of referenceCases()) {
   best ??= { setting: { topk: 1 }, seen: await measure(seen, refSeen, { causal, topk: 1 }) };
 
   const dense = [];
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 6; i++) {
     const t0 = performance.now();
     await sparge.denseAttention(seen.q, seen.k, seen.v, { causal });
     if (i > 0) dense.push(performance.now() - t0);
   }
-  // The median of three calibrations: for the 256-token samples, whose dense call takes a tenth of a
+  // The median of five calibrations: for the 256-token samples, whose dense call takes a tenth of a
   // millisecond, one run's cost moves by a third with the machine.
   const runs = [];
   let tuned;
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
     tuned = await sparge.calibrate(seen, { target, causal });
     runs.push(performance.now() - t0);

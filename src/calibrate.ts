@@ -139,12 +139,17 @@ const ruleOf = (mode: 'cdf' | 'topk', values: number[]) => (mode === 'cdf' ? { c
 class Interval {
   l1Lo = NaN;
   done = false;
+  /** Two failing candidates gave the same L1: the same mask, a flat stretch (see next). */
+  flat = false;
   /** l1Hi: the L1 at hi where known; the range's safe end is usually measured before the search. */
   constructor(public lo: number, public hi: number, public l1Hi = NaN) {}
 
   next(goal: number): number {
     const w = this.hi - this.lo;
     if (Number.isNaN(this.l1Lo)) return this.lo;
+    // Mean-pooled CDF scores can drop the same blocks at every threshold short of 1 (RoPE keys,
+    // stories260K): then the safe end decides at once whether anything in the range passes.
+    if (this.flat && Number.isNaN(this.l1Hi)) return this.hi;
     if (!(this.l1Lo > this.l1Hi && this.l1Hi > 0)) return this.lo + w / 2;
     // Kept off the ends so the interval always shrinks by a sizeable share.
     const t = Math.log(this.l1Lo / (AIM * goal)) / Math.log(this.l1Lo / this.l1Hi);
@@ -153,7 +158,10 @@ class Interval {
 
   record(x: number, l1: number, pass: boolean): void {
     if (pass) [this.hi, this.l1Hi] = [x, l1];
-    else [this.lo, this.l1Lo] = [x, l1];
+    else {
+      this.flat ||= l1 === this.l1Lo;
+      [this.lo, this.l1Lo] = [x, l1];
+    }
     // The sparsest end passed: nothing in this range is sparser.
     if (this.hi === this.lo) this.done = true;
   }
