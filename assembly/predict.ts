@@ -71,6 +71,7 @@ export function pool_k(p: usize, t0: i32, t1: i32, worker: i32): void {
   return pa < pb || (pa == pb && a > b);
 }
 
+/** Restores the heap below `start` in order[0, end): the best block on top. */
 function siftDown(prob: usize, order: usize, start: i32, end: i32): void {
   let root = start;
   while (true) {
@@ -79,27 +80,31 @@ function siftDown(prob: usize, order: usize, start: i32, end: i32): void {
     let c = load<i32>(order + (<usize>child << 2));
     if (child + 1 < end) {
       const c2 = load<i32>(order + (<usize>(child + 1) << 2));
-      if (worse(prob, c2, c)) { child++; c = c2; }
+      if (worse(prob, c, c2)) { child++; c = c2; }
     }
     const r = load<i32>(order + (<usize>root << 2));
-    if (!worse(prob, c, r)) return;
+    if (!worse(prob, r, c)) return;
     store<i32>(order + (<usize>root << 2), c);
     store<i32>(order + (<usize>child << 2), r);
     root = child;
   }
 }
 
-// Heapsort (no allocation, O(n log n)) of block indices, best first: the heap keeps the worst
-// block on top and moves it to the end.
-function sortBlocks(prob: usize, order: usize, n: i32): void {
+// Best-first selection without allocation: a heap of the block indices (O(n)), from which each
+// take moves the best remaining block to the end of the live range. A rule that keeps k of n
+// blocks costs O(n + k log n), not a sort of all n: a decode step over a long history keeps a tenth.
+
+function heapify(prob: usize, order: usize, n: i32): void {
   for (let j = 0; j < n; j++) store<i32>(order + (<usize>j << 2), j);
   for (let s = n / 2 - 1; s >= 0; s--) siftDown(prob, order, s, n);
-  for (let e = n - 1; e > 0; e--) {
-    const top = load<i32>(order);
-    store<i32>(order, load<i32>(order + (<usize>e << 2)));
-    store<i32>(order + (<usize>e << 2), top);
-    siftDown(prob, order, 0, e);
-  }
+}
+
+/** Moves the best of order[0, live) to order[live - 1]. */
+@inline function takeBest(prob: usize, order: usize, live: i32): void {
+  const top = load<i32>(order);
+  store<i32>(order, load<i32>(order + (<usize>(live - 1) << 2)));
+  store<i32>(order + (<usize>(live - 1) << 2), top);
+  siftDown(prob, order, 0, live - 1);
 }
 
 /** Index of the last key block that query block i may see (-1: none). */
@@ -143,9 +148,10 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
       sum += e;
     }
     if (sum > 0) for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), load<f64>(prob + (<usize>j << 3)) / sum);
-    sortBlocks(prob, order, nkb);
+    heapify(prob, order, nkb);
 
-    let keep = headParam(p, head, Head.NKEEP);
+    // The kept blocks end up in order[nkb - keep, nkb), best last.
+    let keep = min(headParam(p, head, Head.NKEEP), nkb);
     if (param(p, P.CDF_MODE)) {
       const tau = <f64>headParamf(p, head, Head.CDF);
       let run = 0.0;
@@ -153,17 +159,19 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
       // tau = 1 keeps every block, as in exact arithmetic; the rounded running sum can pass 1 early.
       if (tau >= 1) keep = nkb;
       while (keep < nkb) {
-        run += load<f64>(prob + (<usize>load<i32>(order + (<usize>keep << 2)) << 3));
+        run += load<f64>(prob + (<usize>load<i32>(order) << 3));
         if (run > tau) break;
-        keep++;
+        takeBest(prob, order, nkb - keep++);
       }
-      keep = max(1, keep);
+      if (keep == 0) takeBest(prob, order, nkb - keep++);
+    } else {
+      for (let k = 0; k < keep; k++) takeBest(prob, order, nkb - k);
     }
 
     const row = ptr(p, P.MASK) + <usize>t * nkb;
     const forceRow = load<f32>(ptr(p, P.QSIM) + (<usize>t << 2)) <= thr;
     for (let j = 0; j < nkb; j++) store<u8>(row + j, forceRow || load<f32>(ksim + (<usize>j << 2)) <= thr);
-    for (let k = 0; k < keep; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
+    for (let k = nkb - keep; k < nkb; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
     if (param(p, P.SINK)) store<u8>(row, 1);
     // A KV cache's newest block is read whatever its score: it holds the query's own position.
     if (cached && last >= 0) store<u8>(row + last, 1);
