@@ -315,20 +315,36 @@ export class Engine {
     const dst = this.plan!.at[slot]! / 4;
     const D = d.D, DP = d.DP, src = t.data, perm = c.perm;
     if (DP !== D || NP !== N) mem.fill(0, dst, dst + d.B * H * NP * DP);
+    const bulk = c.layout === 'HND' && DP === D && !perm;
+    const from = bulk ? -1 : this.stagingFor(src, c);
     for (let b = 0; b < d.B; b++) {
       for (let h = 0; h < H; h++) {
         const head = dst + (b * H + h) * NP * DP;
-        if (c.layout === 'HND' && DP === D && !perm) {
+        if (bulk) {
           const s = (b * H + h) * N * D;
           mem.set(src.subarray(s, s + N * D), head);
           continue;
         }
         for (let n = 0; n < N; n++) {
-          const s = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
-          mem.set(src.subarray(s, s + D), head + n * DP);
+          const r = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
+          if (from >= 0) mem.copyWithin(head + n * DP, from + r, from + r + D);
+          else mem.set(src.subarray(r, r + D), head + n * DP);
         }
       }
     }
+  }
+
+  /**
+   * Where a gathered copy (NHD, `order`, padded rows) may first place its whole source, as float
+   * index: one bulk copy, then a copyWithin per row inside the memory, measured at half the cost
+   * of a subarray view and set per row. The output buffer is free until the kernels run; -1 (rows
+   * copied from the source) where it is missing or too small.
+   */
+  private stagingFor(src: Float32Array, c: Call): number {
+    const d = c.dims, at = this.plan!.at[P.OUT];
+    if (at === undefined || src.length > d.B * d.H * d.NQB * d.BQ * d.DP) return -1;
+    new Float32Array(this.memory.buffer).set(src, at / 4);
+    return at / 4;
   }
 
   /** @internal */
@@ -347,19 +363,24 @@ export class Engine {
     // Unpadded HND output is one block of memory: one copy, no zero-filled allocation first.
     if (whole) return { data: mem.slice(src, src + B * H * N * D), dims: outDims };
     const out = c.output ?? new Float32Array(B * H * N * D), perm = c.perm;
+    const bulk = c.layout === 'HND' && DP === D && !perm;
+    // Scattered rows are put in order inside the memory first, in Q's buffer, which the call no
+    // longer reads (the reverse of write's staging), then leave in one copy.
+    const staged = this.plan!.at[P.Q]! / 4;
     for (let b = 0; b < B; b++) {
       for (let h = 0; h < H; h++) {
         const head = src + (b * H + h) * NP * DP;
-        if (c.layout === 'HND' && DP === D && !perm) {
+        if (bulk) {
           out.set(mem.subarray(head, head + N * D), (b * H + h) * N * D);
           continue;
         }
         for (let n = 0; n < N; n++) {
-          const o = rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
-          out.set(mem.subarray(head + n * DP, head + n * DP + D), o);
+          const o = staged + rowAt(c.layout, b, h, perm ? perm[n] : n, H, N, D);
+          mem.copyWithin(o, head + n * DP, head + n * DP + D);
         }
       }
     }
+    if (!bulk) out.set(mem.subarray(staged, staged + B * H * N * D));
     return { data: out, dims: outDims };
   }
 
