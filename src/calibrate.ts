@@ -81,10 +81,10 @@ const FAMILIES: Family[] = [
   { mode: 'topk', sim: -1, lo: 0.01, hi: 1, value: (x) => x },
 ];
 const STAGE1_STEPS = 6, PV_STEPS = 4, Y_LO = -1, Y_HI = Math.log2(50);
-// Shares of the target. Stage 1 may take all of what is not headroom (it skips whole blocks, so it
-// saves more per unit of error than PV skipping does); PV skipping takes what Stage 1's search left.
-// The last tenth is headroom for inputs the calibration did not see.
-const STAGE1_SHARE = 0.9, TOTAL_SHARE = 0.9;
+// The share of the target both searches aim within. Stage 1 may take all of it (it skips whole
+// blocks, so it saves more per unit of error than PV skipping does); PV skipping takes what Stage
+// 1's search left. The last tenth is headroom for inputs the calibration did not see.
+const SHARE = 0.9;
 /** Interpolation aims this far under a goal, so that its candidate more often passes. */
 const AIM = 0.95;
 /** Top-k is searched only where a row has at least this many key blocks. */
@@ -229,20 +229,20 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   step();
   const precision: QKPrecision[] = full.map((r) => (r.l1 > INT8_SHARE * target ? 'f32' : 'int8'));
 
-  // Stage 1: per head and rule, the sparsest setting within the Stage 1 share. A head's search ends
-  // when a failing candidate is no sparser than its best: every later one keeps more blocks.
-  const stage1Goal = STAGE1_SHARE * target;
+  // Stage 1: per head and rule, the sparsest setting within the share. A head's search ends when a
+  // failing candidate is no sparser than its best: every later one keeps more blocks.
+  const goal = SHARE * target;
   const dense = (): Pick => ({ sim: -1, value: 1, sparsity: 0 });
   const best = { cdf: Array.from({ length: H }, dense), topk: Array.from({ length: H }, dense) };
   for (const f of families) {
     // Top-k's safe end keeps every block: the first call measured it. The CDF rule's drops blocks.
     const search = full.map((r) => new Interval(f.lo, f.hi, f.mode === 'topk' ? r.l1 : NaN));
     for (let it = 0; it < STAGE1_STEPS; it++) {
-      const xs = search.map((s) => (s.done ? s.hi : s.next(stage1Goal)));
+      const xs = search.map((s) => (s.done ? s.hi : s.next(goal)));
       const r = await evaluate({ ...ruleOf(f.mode, xs.map(f.value)), simThreshold: f.sim, pvThreshold: 50, precision });
       for (let h = 0; h < H; h++) {
         if (search[h].done) continue;
-        const pass = r[h].l1 <= stage1Goal, b = best[f.mode][h];
+        const pass = r[h].l1 <= goal, b = best[f.mode][h];
         search[h].record(xs[h], r[h].l1, pass);
         if (pass && r[h].sparsity > b.sparsity) best[f.mode][h] = { sim: f.sim, value: f.value(xs[h]), sparsity: r[h].sparsity, result: r[h] };
         if (!pass && (r[h].sparsity < MIN_GAIN || r[h].sparsity <= b.sparsity)) search[h].done = true;
@@ -260,16 +260,15 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   const picks = best[mode].map((p, h) => (p.sparsity >= MIN_GAIN ? p : { ...dense(), result: precision[h] === 'int8' ? full[h] : undefined }));
   const rule = ruleOf(mode, picks.map((p) => p.value)), simThreshold = picks.map((p) => p.sim);
 
-  // Stage 2: per head, the smallest pvThreshold (most skipping) that keeps the whole target share.
-  const pvGoal = TOTAL_SHARE * target;
+  // Stage 2: per head, the smallest pvThreshold (most skipping) still within the share.
   const search = picks.map((p, h) => new Interval(Y_LO, Y_HI, (p.result ?? full[h]).l1));
   const pvThreshold = new Array<number>(H).fill(50);
   const results = picks.map((p) => p.result);
   for (let it = 0; it < PV_STEPS; it++) {
-    const ys = search.map((s) => s.next(pvGoal));
+    const ys = search.map((s) => s.next(goal));
     const r = await evaluate({ ...rule, simThreshold, pvThreshold: ys.map((y) => 2 ** y), precision });
     for (let h = 0; h < H; h++) {
-      const pass = r[h].l1 <= pvGoal;
+      const pass = r[h].l1 <= goal;
       search[h].record(ys[h], r[h].l1, pass);
       if (pass) {
         pvThreshold[h] = 2 ** ys[h];
