@@ -13,7 +13,7 @@
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
 import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, hsum, hmax, headParam, headParamf } from './simd';
-import { qk_4x8, pv_4x8, qk_1x8, pv_1x8, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
+import { qk_4x8, pv_4x8, qk_1x8, pv_1x32, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
 import { lastKeyBlock } from './predict';
 
 const ROWS = 4;
@@ -41,11 +41,17 @@ export function attention_scratch_bytes(bq: i32, bk: i32, dp: i32): i32 {
 type Masked = i32;
 /** M for dense attention: every allowed block, nothing skipped. */
 type Full = i64;
+/** R for tiles of one row group (decode steps, grouped one-row steps): the *_step entries. */
+type Step = f32;
+/** R for larger tiles. A separate instance, since the step's extra loads in the same function
+ * slowed whole-sequence calls by a fifth though they never ran there. */
+type Block = f64;
 
 // T: the QK element type (f32, or INT8 codes: i16 or i8, see microkernels.ts); B: the broadcast;
-// M: block-sparse or dense. FP32 QK also serves block-sparse heads whose INT8 error is too large.
-@inline function attend<T, B, M>(p: usize, t0: i32, t1: i32, worker: i32): void {
-  const sparse = sizeof<M>() == 4;
+// M: block-sparse or dense; R: the tile's rows. FP32 QK also serves block-sparse heads whose INT8
+// error is too large.
+@inline function attend<T, B, M, R>(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const sparse = sizeof<M>() == 4, step = sizeof<R>() == 4;
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nq = param(p, P.NQ), nk = param(p, P.NK), bq = param(p, P.BQ), bk = param(p, P.BK);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB), causal = param(p, P.CAUSAL) != 0;
@@ -95,7 +101,7 @@ type Full = i64;
     }
 
     const last = min(lastKeyBlock(p, i), (part + 1) * span - 1);
-    let visited = 0;
+    let visited = 0, touched = 0;
     for (let j = part * span; j <= last; j++) {
       // Which rows keep the block: all, or (groups) those whose head's mask row has it.
       let kept = i32x4.splat(-1);
@@ -112,6 +118,10 @@ type Full = i64;
       const mul = isFloat<T>() ? qs : f32x4.mul(qs, f32x4.splat(load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2))));
       const valid = min(bk, nk - key0);
 
+      // A decode step's tile (one row group) finds its blocks in memory, not in cache: loading a
+      // line of each of the block's V rows first overlaps those misses with QK's arithmetic,
+      // where PV's own loads would wait for them.
+      if (step) touched ^= touch(vp, <usize>bk * rowBytes);
       for (let rg = 0; rg < rows; rg += ROWS) {
         // S's vectors: one per key, its lanes the 4 rows; or for one row, 4 keys each, so that the
         // softmax exponentiates each key once rather than in four identical lanes.
@@ -160,11 +170,12 @@ type Full = i64;
         const lp = lrow + (<usize>rg << 2);
         store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
         store<v128>(mrow + (<usize>rg << 2), mn);
-        if (one) pv_1x8(chunk, s, vp, rowBytes, valid, dp, alpha);
+        if (one) pv_1x32(chunk, s, vp, rowBytes, valid, dp, alpha);
         else pv_4x8<B>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
       }
     }
     fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
+    store<i32>(s, touched); // kept, so that no optimizer drops the touching loads
 
     if (splits > 1) {
       // A partial result: O and l relative to 2^(m + vshift), merged by merge_splits.
@@ -183,6 +194,13 @@ type Full = i64;
     }
     storeLse(p, qt, rows, mtot, ltot, paramf(p, P.VSHIFT));
   }
+}
+
+/** One load per 64-byte line of [at, at + bytes), XORed. */
+@inline function touch(at: usize, bytes: usize): i32 {
+  let x = 0;
+  for (let b: usize = 0; b < bytes; b += 64) x ^= load<i32>(at + b);
+  return x;
 }
 
 /** Query head `head`'s setting `field` and the next heads' in lanes [0, n), Infinity beyond. */
@@ -331,14 +349,23 @@ export function merge_splits(p: usize, t0: i32, t1: i32, worker: i32): void {
  * entry, since one function holding all six instances of the driver ran 16-29% slower.
  */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
+  sparseTiles<Block>(p, t0, t1, worker);
+}
+
+/** attend_sparse for tiles of at most 4 rows (NQ <= 4, or grouped one-row steps). */
+export function attend_sparse_step(p: usize, t0: i32, t1: i32, worker: i32): void {
+  sparseTiles<Step>(p, t0, t1, worker);
+}
+
+@inline function sparseTiles<R>(p: usize, t0: i32, t1: i32, worker: i32): void {
   const shuf = param(p, P.SPLAT) != 0, relaxed = param(p, P.QK_MODE) != 0;
   for (let t = t0; t < t1; t++) {
     if (fp32Head(p, t)) continue;
     if (relaxed) {
-      if (shuf) attend<i8, SplatByShuffle, Masked>(p, t, t + 1, worker);
-      else attend<i8, SplatByLoad, Masked>(p, t, t + 1, worker);
-    } else if (shuf) attend<i16, SplatByShuffle, Masked>(p, t, t + 1, worker);
-    else attend<i16, SplatByLoad, Masked>(p, t, t + 1, worker);
+      if (shuf) attend<i8, SplatByShuffle, Masked, R>(p, t, t + 1, worker);
+      else attend<i8, SplatByLoad, Masked, R>(p, t, t + 1, worker);
+    } else if (shuf) attend<i16, SplatByShuffle, Masked, R>(p, t, t + 1, worker);
+    else attend<i16, SplatByLoad, Masked, R>(p, t, t + 1, worker);
   }
 }
 
@@ -347,8 +374,8 @@ export function attend_sparse_f32(p: usize, t0: i32, t1: i32, worker: i32): void
   const shuf = param(p, P.SPLAT) != 0;
   for (let t = t0; t < t1; t++) {
     if (!fp32Head(p, t)) continue;
-    if (shuf) attend<f32, SplatByShuffle, Masked>(p, t, t + 1, worker);
-    else attend<f32, SplatByLoad, Masked>(p, t, t + 1, worker);
+    if (shuf) attend<f32, SplatByShuffle, Masked, Block>(p, t, t + 1, worker);
+    else attend<f32, SplatByLoad, Masked, Block>(p, t, t + 1, worker);
   }
 }
 
@@ -364,6 +391,12 @@ export function relaxed_dot_probe(b: i32): i32 {
 
 /** Dense FP32 flash attention (no mask, no skipping): tile = ((b * H + h) * NQB + i) * SPLITS + split. */
 export function attend_dense(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full>(p, t0, t1, worker);
-  else attend<f32, SplatByLoad, Full>(p, t0, t1, worker);
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Block>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad, Full, Block>(p, t0, t1, worker);
+}
+
+/** attend_dense for tiles of at most 4 rows. */
+export function attend_dense_step(p: usize, t0: i32, t1: i32, worker: i32): void {
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Step>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad, Full, Step>(p, t0, t1, worker);
 }

@@ -135,6 +135,16 @@ export interface Inputs {
 
 const copyOf = (t: TensorLike | undefined): TensorLike | undefined => t && { data: t.data.slice(), dims: t.dims };
 
+/**
+ * Whether every query tile is one row group of the kernels (at most 4 rows: decode steps, a KV
+ * cache's grouped one-row steps), whose blocks come from memory rather than cache: the *_step
+ * instances of Stage 2 read each block's V ahead of its arithmetic (assembly/attention.ts).
+ */
+const stepTiles = (d: Dims): boolean => d.NQ <= 4;
+
+/** The dense Stage 2 entry for a call's tiles. */
+export const denseKernel = (d: Dims): string => (stepTiles(d) ? 'attend_dense_step' : 'attend_dense');
+
 /** Number of key blocks query block i may see: the bottom-right-aligned causal rule. */
 export function allowedBlocks(d: Dims, causal: boolean, i: number): number {
   if (!causal) return d.NKB;
@@ -476,10 +486,11 @@ export class Engine {
       i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
     }
     const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
-    if (!c.fp32?.includes(true)) return [['attend_sparse', tiles * splits], ...merge];
+    const attend = stepTiles(d) ? 'attend_sparse_step' : 'attend_sparse';
+    if (!c.fp32?.includes(true)) return [[attend, tiles * splits], ...merge];
     return [
       ['pack_q_f32', tiles], ['pack_k_f32', cached ? 0 : d.B * d.HKV * d.NKB],
-      ['attend_sparse', tiles * splits], ['attend_sparse_f32', tiles * splits], ...merge,
+      [attend, tiles * splits], ['attend_sparse_f32', tiles * splits], ...merge,
     ];
   }
 
@@ -580,7 +591,7 @@ export class Engine {
     const c = this.call(q, k, v, o, true, DEFAULT_BLOCK_Q, DEFAULT_BLOCK_K);
     const d = c.dims;
     return this.submitCall(c, 'dense', { q, k, v }, async (inputs) => {
-      await this.run(c, [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], ['attend_dense', d.B * d.H * d.NQB]], inputs);
+      await this.run(c, [['pack_q_f32', d.B * d.H * d.NQB], ['pack_k_f32', d.B * d.HKV * d.NKB], [denseKernel(d), d.B * d.H * d.NQB]], inputs);
       return this.denseResult(c);
     });
   }

@@ -14,7 +14,7 @@ import {
 } from './checks.js';
 import {
   type Engine, type Call, type AttentionResult, type Tensor, type TensorWithLse, type SpargeOptions, type DenseOptions,
-  SPARGE_KEYS, DENSE_KEYS, DEFAULT_BLOCK_Q, allowedBlocks, checkDensePrecision,
+  SPARGE_KEYS, DENSE_KEYS, DEFAULT_BLOCK_Q, allowedBlocks, checkDensePrecision, denseKernel,
 } from './engine.js';
 import { type CacheRegion, type Job, dimsOf } from './memory.js';
 import type { Stage } from './tiles.js';
@@ -200,7 +200,7 @@ export class KVCacheImpl implements KVCache {
       }, async (inputs) => {
         const tiles = c.dims.H * c.dims.NQB;
         const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
-        await engine.run(c, [...this.repair(), ['pack_q_f32', tiles], ['attend_dense', tiles * splits], ...merge], inputs);
+        await engine.run(c, [...this.repair(), ['pack_q_f32', tiles], [denseKernel(c.dims), tiles * splits], ...merge], inputs);
         this.dirty = false;
         const res = engine.denseResult(c);
         if (grouped) this.asQueried(c0, res, 'lse' in res ? res.lse : undefined);
