@@ -40,6 +40,8 @@ export enum P {
   // G > 1: a one-row step whose G query heads of a kv head are the rows of one Stage 2 tile
   // (tile = (b * HKV + hk) * SPLITS + split), each with its own mask row, Q scale and pvThreshold
   GROUP,
+  // 1: Stage 1 ranks key blocks once per kv head for its query heads together (option groupSelection)
+  SHARED,
   // per query head: a record of Head.COUNT 4-byte fields (Stage 1 and Stage 2 settings)
   HEADS,
   SCRATCH, SCRATCH_STRIDE,

@@ -116,71 +116,126 @@ function heapify(prob: usize, order: usize, n: i32): void {
   return lastKey < 0 ? -1 : min(nkb - 1, lastKey / param(p, P.BK));
 }
 
-/** One row of the block mask: tile = (b * H + h) * NQB + i. */
+/**
+ * Rows of the block mask. Per query head, tile = (b * H + h) * NQB + i. With P.SHARED (GQA), tile =
+ * (b * HKV + hk) * NQB + i: the kv head's G query heads rank its key blocks together, by their
+ * probabilities averaged, and each keeps its own count of that one ranking, so the blocks the
+ * group reads are those of its most demanding head rather than the union of G separate picks.
+ */
 export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nqb = param(p, P.NQB), nkb = param(p, P.NKB);
-  const scale = paramf(p, P.SCALE), kstride = param(p, P.KSTRIDE), cached = param(p, P.CACHED) != 0;
+  const kstride = param(p, P.KSTRIDE), cached = param(p, P.CACHED) != 0, cdf = param(p, P.CDF_MODE) != 0;
+  const heads = param(p, P.SHARED) != 0 ? h / hkv : 1;
   const prob = ptr(p, P.SCRATCH) + <usize>worker * param(p, P.SCRATCH_STRIDE);
-  const order = prob + (<usize>nkb << 3);
+  const order = prob + (<usize>nkb << 3), one = order + (<usize>nkb << 2);
   for (let t = t0; t < t1; t++) {
-    const bh = t / nqb, i = t - bh * nqb;
-    const head = bh % h, bhk = (bh / h) * hkv + head / (h / hkv);
-    const thr = headParamf(p, head, Head.SIM);
-    const qbar = ptr(p, P.QBAR) + (<usize>t * dp << 2);
+    const bg = t / nqb, i = t - bg * nqb;
+    // The tile's query heads bh0 .. bh0 + heads - 1 (as b * H + head), and their kv head.
+    const bh0 = bg * heads, bhk = (bh0 / h) * hkv + (bh0 % h) / (h / hkv);
     const kbar = ptr(p, P.KBAR) + (<usize>bhk * kstride * dp << 2);
     const ksim = ptr(p, P.KSIM) + (<usize>bhk * kstride << 2);
     const last = lastKeyBlock(p, i);
 
-    let top = -Infinity;
-    for (let j = 0; j < nkb; j++) {
-      let s = -Infinity;
-      if (j <= last && load<f32>(ksim + (<usize>j << 2)) > thr) {
-        s = <f64>(scale * dotRow(qbar, kbar + (<usize>j * dp << 2), dp));
+    if (heads == 1) blockProbs(p, bh0 * nqb + i, kbar, ksim, last, prob);
+    else {
+      for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), 0);
+      for (let r = 0; r < heads; r++) {
+        blockProbs(p, (bh0 + r) * nqb + i, kbar, ksim, last, one);
+        for (let j = 0; j < nkb; j++) {
+          const at = <usize>j << 3;
+          store<f64>(prob + at, load<f64>(prob + at) + load<f64>(one + at) / <f64>heads);
+        }
       }
-      store<f64>(prob + (<usize>j << 3), s);
-      top = max(top, s);
     }
-    let sum = 0.0;
-    for (let j = 0; j < nkb; j++) {
-      const e = top == -Infinity ? 0.0 : Math.exp(load<f64>(prob + (<usize>j << 3)) - top);
-      store<f64>(prob + (<usize>j << 3), e);
-      sum += e;
-    }
-    if (sum > 0) for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), load<f64>(prob + (<usize>j << 3)) / sum);
     heapify(prob, order, nkb);
 
-    // The kept blocks end up in order[nkb - keep, nkb), best last.
-    let keep = min(headParam(p, head, Head.NKEEP), nkb);
-    if (param(p, P.CDF_MODE)) {
-      const tau = <f64>headParamf(p, head, Head.CDF);
-      let run = 0.0;
-      keep = 0;
-      // tau = 1 keeps every block, as in exact arithmetic; the rounded running sum can pass 1 early.
-      if (tau >= 1) keep = nkb;
-      while (keep < nkb) {
-        run += load<f64>(prob + (<usize>load<i32>(order) << 3));
-        if (run > tau) break;
-        takeBest(prob, order, nkb - keep++);
+    // Take the best blocks, as many as the tile's most demanding head keeps; they end up in
+    // order[nkb - taken, nkb), best last, and each head keeps a suffix of that range.
+    let taken = 0, all = true;
+    if (cdf) {
+      let most: f64 = 0;
+      for (let r = 0; r < heads; r++) {
+        const tau = <f64>headParamf(p, (bh0 + r) % h, Head.CDF);
+        most = max(most, tau);
+        all = all && tau >= 1;
       }
-      if (keep == 0) takeBest(prob, order, nkb - keep++);
+      let run = 0.0;
+      // tau = 1 keeps every block, as in exact arithmetic; the rounded running sum can pass 1 early.
+      if (!all) {
+        while (taken < nkb) {
+          run += load<f64>(prob + (<usize>load<i32>(order) << 3));
+          if (run > most && most < 1) break;
+          takeBest(prob, order, nkb - taken++);
+        }
+        if (taken == 0) takeBest(prob, order, nkb - taken++);
+      }
     } else {
-      for (let k = 0; k < keep; k++) takeBest(prob, order, nkb - k);
+      for (let r = 0; r < heads; r++) taken = max(taken, min(headParam(p, (bh0 + r) % h, Head.NKEEP), nkb));
+      for (let k = 0; k < taken; k++) takeBest(prob, order, nkb - k);
+      all = false;
     }
 
-    const row = ptr(p, P.MASK) + <usize>t * nkb;
-    const forceRow = load<f32>(ptr(p, P.QSIM) + (<usize>t << 2)) <= thr;
-    for (let j = 0; j < nkb; j++) store<u8>(row + j, forceRow || load<f32>(ksim + (<usize>j << 2)) <= thr);
-    for (let k = nkb - keep; k < nkb; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
-    if (param(p, P.SINK)) store<u8>(row, 1);
-    // A KV cache's newest block is read whatever its score: it holds the query's own position.
-    if (cached && last >= 0) store<u8>(row + last, 1);
-    for (let j = max(last + 1, 0); j < nkb; j++) store<u8>(row + j, 0);
-    const kept = ptr(p, P.KEPT);
-    if (kept != 0) {
-      let n = 0;
-      for (let j = 0; j <= last; j++) n += load<u8>(row + j);
-      store<i32>(kept + (<usize>t << 2), n);
+    for (let r = 0; r < heads; r++) {
+      const head = (bh0 + r) % h, tq = (bh0 + r) * nqb + i;
+      let keep = all ? nkb : min(headParam(p, head, Head.NKEEP), nkb);
+      if (cdf && !all) {
+        const tau = <f64>headParamf(p, head, Head.CDF);
+        if (tau >= 1) keep = nkb;
+        else {
+          let run = 0.0;
+          keep = 0;
+          while (keep < taken) {
+            run += load<f64>(prob + (<usize>load<i32>(order + (<usize>(nkb - 1 - keep) << 2)) << 3));
+            if (run > tau) break;
+            keep++;
+          }
+          keep = max(keep, 1);
+        }
+      }
+      writeRow(p, tq, head, ksim, order, keep, last, cached);
     }
+  }
+}
+
+/** Query tile tq's pooled probabilities over its kv head's key blocks (softmax of the compressed scores) into prob. */
+@inline function blockProbs(p: usize, tq: i32, kbar: usize, ksim: usize, last: i32, prob: usize): void {
+  const dp = param(p, P.DP), nkb = param(p, P.NKB), scale = paramf(p, P.SCALE);
+  const thr = headParamf(p, (tq / param(p, P.NQB)) % param(p, P.H), Head.SIM);
+  const qbar = ptr(p, P.QBAR) + (<usize>tq * dp << 2);
+  let top = -Infinity;
+  for (let j = 0; j < nkb; j++) {
+    let s = -Infinity;
+    if (j <= last && load<f32>(ksim + (<usize>j << 2)) > thr) {
+      s = <f64>(scale * dotRow(qbar, kbar + (<usize>j * dp << 2), dp));
+    }
+    store<f64>(prob + (<usize>j << 3), s);
+    top = max(top, s);
+  }
+  let sum = 0.0;
+  for (let j = 0; j < nkb; j++) {
+    const e = top == -Infinity ? 0.0 : Math.exp(load<f64>(prob + (<usize>j << 3)) - top);
+    store<f64>(prob + (<usize>j << 3), e);
+    sum += e;
+  }
+  if (sum > 0) for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), load<f64>(prob + (<usize>j << 3)) / sum);
+}
+
+/** Query tile tq's mask row: its forced blocks, the `keep` best of order (its last entries), then the causal limit. */
+@inline function writeRow(p: usize, tq: i32, head: i32, ksim: usize, order: usize, keep: i32, last: i32, cached: bool): void {
+  const nkb = param(p, P.NKB), thr = headParamf(p, head, Head.SIM);
+  const row = ptr(p, P.MASK) + <usize>tq * nkb;
+  const forceRow = load<f32>(ptr(p, P.QSIM) + (<usize>tq << 2)) <= thr;
+  for (let j = 0; j < nkb; j++) store<u8>(row + j, forceRow || load<f32>(ksim + (<usize>j << 2)) <= thr);
+  for (let k = nkb - keep; k < nkb; k++) store<u8>(row + load<i32>(order + (<usize>k << 2)), 1);
+  if (param(p, P.SINK)) store<u8>(row, 1);
+  // A KV cache's newest block is read whatever its score: it holds the query's own position.
+  if (cached && last >= 0) store<u8>(row + last, 1);
+  for (let j = max(last + 1, 0); j < nkb; j++) store<u8>(row + j, 0);
+  const kept = ptr(p, P.KEPT);
+  if (kept != 0) {
+    let n = 0;
+    for (let j = 0; j <= last; j++) n += load<u8>(row + j);
+    store<i32>(kept + (<usize>tq << 2), n);
   }
 }

@@ -2,9 +2,9 @@
 // or 64 (a prefill chunk) rows against the whole key/value history of N tokens, N = 4K, 16K, 64K
 // and 128K, H = 8 query heads, Hkv = 8 and 2 key/value heads, D = 64, B = 1.
 // Implementations: sparge-wasm's KV cache (src/kvcache.ts: appending the new rows, then dense and
-// sparse top-k 0.1 attention over the cache), sparge-wasm without a cache (each call given the whole
-// history, dense and top-k 0.1), onnxruntime-node's MatMul-Softmax-
-// MatMul graph given the whole history (GQA as grouped query rows, a causal mask for 64 rows) and
+// sparse top-k 0.1 attention over the cache, with GQA also with groupSelection), sparge-wasm
+// without a cache (each call given the whole history, dense and top-k 0.1), onnxruntime-node's
+// MatMul-Softmax-MatMul graph given the whole history (GQA as grouped query rows, a causal mask for 64 rows) and
 // its com.microsoft GroupQueryAttention with the history before the new rows as past key/value.
 // Beside them the floor of this machine: the K and V bytes a dense step must read
 // (2 * Hkv * N * D * 4) over the memory read bandwidth, measured in the same process and
@@ -194,6 +194,15 @@ async function child(threads, N) {
           return { output: r.output.data, sparsity: r.sparsity };
         },
       },
+      // GQA: the group's query heads share one ranking (options.groupSelection), so a step reads
+      // a tenth of the history per kv head instead of the union of G heads' tenths.
+      ...(G > 1 ? [{
+        impl: 'sparge cache topk 0.1 groupSelection',
+        run: async () => {
+          const r = await cache.attention(tq, { causal: true, topk: 0.1, groupSelection: true });
+          return { output: r.output.data, sparsity: r.sparsity };
+        },
+      }] : []),
       { impl: 'sparge dense (no cache)', run: async () => ({ output: (await sparge.denseAttention(tq, tk, tv, { causal: true })).data }) },
       {
         impl: 'sparge topk 0.1 (no cache)',

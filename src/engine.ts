@@ -44,6 +44,13 @@ export interface SpargeOptions {
   /** QK's precision: 'int8' (SageAttention's scheme, the default) or 'f32', for all heads or per head */
   precision?: QKPrecision | readonly QKPrecision[];
   attentionSink?: boolean;
+  /**
+   * GQA: the query heads of each key/value head rank its key blocks together (their Stage 1
+   * probabilities averaged) and each keeps its own count of that one ranking, so the blocks read
+   * per key/value head are the most demanding head's count, not the union of separate picks.
+   * Cheaper decode steps at some accuracy per head; default false (each head ranks its own).
+   */
+  groupSelection?: boolean;
   smoothK?: boolean;
   blockQ?: number;
   blockK?: number;
@@ -88,7 +95,7 @@ export interface AttentionResult {
 }
 
 const MASK_KEYS = [
-  'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink',
+  'causal', 'scale', 'topk', 'cdfThreshold', 'simThreshold', 'pvThreshold', 'attentionSink', 'groupSelection',
   'smoothK', 'blockQ', 'blockK', 'layout', 'returnMask', 'signal', 'precision',
 ] as const;
 export const SPARGE_KEYS = [...MASK_KEYS, 'output', 'returnLse'] as const;
@@ -108,6 +115,7 @@ export interface Stage1Options {
   cdfThreshold?: number[];
   simThreshold: number[];
   attentionSink: boolean;
+  groupSelection: boolean;
 }
 
 export interface Call {
@@ -461,6 +469,8 @@ export class Engine {
     const { i32, f32 } = this.headTable(c);
     this.params().i32[P.CDF_MODE] = o.cdfThreshold ? 1 : 0;
     this.params().i32[P.SINK] = o.attentionSink ? 1 : 0;
+    const shared = o.groupSelection && d.H > d.HKV;
+    this.params().i32[P.SHARED] = shared ? 1 : 0;
     for (let h = 0; h < d.H; h++) {
       const r = h * Head.COUNT;
       if (o.cdfThreshold) f32[r + Head.CDF] = o.cdfThreshold[h];
@@ -470,7 +480,7 @@ export class Engine {
     return [
       ['pool_q', d.B * d.H * d.NQB],
       ['pool_k', cached ? 0 : d.B * d.HKV * d.NKB],
-      ['predict', d.B * d.H * d.NQB],
+      ['predict', d.B * (shared ? d.HKV : d.H) * d.NQB],
     ];
   }
 
@@ -523,6 +533,7 @@ export class Engine {
       pvThreshold: checkPerHead('pvThreshold', o.pvThreshold, 50, 0, Infinity, '', H),
       fp32: checkPrecision(o.precision, H),
       attentionSink: checkBool('attentionSink', o.attentionSink, false),
+      groupSelection: checkBool('groupSelection', o.groupSelection, false),
       smoothK: checkBool('smoothK', o.smoothK, true),
       returnMask: checkBool('returnMask', o.returnMask, false),
     };
@@ -534,6 +545,7 @@ export class Engine {
       cdfThreshold: o.cdfThreshold === undefined ? undefined : parsed.cdfThreshold,
       simThreshold: parsed.simThreshold,
       attentionSink: parsed.attentionSink,
+      groupSelection: parsed.groupSelection,
     };
     return { parsed, stage1 };
   }

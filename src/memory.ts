@@ -123,7 +123,7 @@ export function plan(d: Dims, job: Job, workers: number, scratch: number, o: Pla
   // One maximum per 64 KiB tile of the inputs (assembly/check.ts).
   const tiles = (bytes: number) => Math.ceil(bytes / 65536);
   at[P.TILEMAX] = take((tiles(qRows * d.DP * 4) + (kSide ? tiles(kRows * d.DP * 4) * 2 : 0)) * 4);
-  const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 12, scratch) / ALIGN) * ALIGN;
+  const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 20, scratch) / ALIGN) * ALIGN;
   at[P.SCRATCH_STRIDE] = stride;
   at[P.SCRATCH] = take(stride * workers);
   if (o.cache) Object.assign(at, o.cache.at);

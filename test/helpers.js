@@ -141,26 +141,41 @@ export function stage1F64(q, k, o) {
       if (smoothK) for (let n = 0; n < Nk; n++) for (let d = 0; d < D; d++) mean[d] += k.data[K.at(b, hk, n) + d] / Nk;
       kb.push(Array.from({ length: nk }, (_, j) => pool(k, K, b, hk, j * blockK, Math.min(blockK, Nk - j * blockK), mean)));
     }
+    // Each (head, query block)'s pooled probabilities first: with groupSelection a kv head's query
+    // heads rank its blocks by their mean.
+    const probs = [], qsims = [];
     for (let h = 0; h < H; h++) {
       const keys = kb[Math.floor(h / g)];
+      probs.push([]);
+      qsims.push([]);
       for (let i = 0; i < nq; i++) {
         const qb = pool(q, Q, b, h, i * blockQ, Math.min(blockQ, Nq - i * blockQ), null);
         const lastKey = Math.min((i + 1) * blockQ, Nq) - 1 + Nk - Nq;
-        const allowed = (j) => !causal || j * blockK <= lastKey;
-        const s = keys.map((kk, j) => (allowed(j) && kk.sim > simThreshold
+        const s = keys.map((kk, j) => ((!causal || j * blockK <= lastKey) && kk.sim > simThreshold
           ? scale * qb.bar.reduce((a, v, d) => a + v * kk.bar[d], 0) : -Infinity));
         const m = Math.max(...s);
         const e = s.map((x) => (m === -Infinity ? 0 : Math.exp(x - m)));
         const sum = e.reduce((a, x) => a + x, 0);
-        const p = e.map((x) => (sum > 0 ? x / sum : 0));
-        const order = p.map((x, j) => j).sort((a, c) => p[c] - p[a] || a - c);
+        probs[h].push(e.map((x) => (sum > 0 ? x / sum : 0)));
+        qsims[h].push(qb.sim);
+      }
+    }
+    for (let h = 0; h < H; h++) {
+      const keys = kb[Math.floor(h / g)];
+      const group = o.groupSelection ? Array.from({ length: g }, (_, r) => Math.floor(h / g) * g + r) : [h];
+      for (let i = 0; i < nq; i++) {
+        const lastKey = Math.min((i + 1) * blockQ, Nq) - 1 + Nk - Nq;
+        const allowed = (j) => !causal || j * blockK <= lastKey;
+        const p = probs[h][i];
+        const rank = p.map((_, j) => group.reduce((a, r) => a + probs[r][i][j] / group.length, 0));
+        const order = rank.map((x, j) => j).sort((a, c) => rank[c] - rank[a] || a - c);
         let keep;
         if (o.cdfThreshold !== undefined) {
           keep = 0;
           let run = 0;
           // cdfThreshold 1 keeps every block, as exact arithmetic would.
           if (o.cdfThreshold >= 1) keep = nk;
-          while (keep < nk && (run += p[order[keep]]) <= o.cdfThreshold) keep++;
+          while (keep < nk && (run += rank[order[keep]]) <= o.cdfThreshold) keep++;
           keep = Math.max(1, keep);
         } else {
           keep = Math.max(1, Math.floor((o.topk ?? 0.5) * nk));
@@ -168,7 +183,7 @@ export function stage1F64(q, k, o) {
         const row = ((b * H + h) * nq + i) * nk;
         for (let t = 0; t < keep; t++) mask[row + order[t]] = 1;
         for (let j = 0; j < nk; j++) {
-          if (keys[j].sim <= simThreshold || qb.sim <= simThreshold) mask[row + j] = 1;
+          if (keys[j].sim <= simThreshold || qsims[h][i] <= simThreshold) mask[row + j] = 1;
           phat[row + j] = p[j];
         }
         if (attentionSink) mask[row] = 1;

@@ -43,6 +43,20 @@ function problem(H, Hkv, N, D, seed) {
   return { H, Hkv, N, D, q: gaussian(H * N * D, seed), k: gaussian(Hkv * N * D, seed + 1), v: gaussian(Hkv * N * D, seed + 2) };
 }
 
+/** FP64 attention of each head's last query row over the key blocks its mask row keeps ([H, 1, D] as a flat array). */
+function maskedF64({ q, k, v, H, N, D }, mask, G) {
+  const nk = mask.dims.at(-1), bk = Math.ceil(N / nk), out = new Float64Array(H * D), scale = 1 / Math.sqrt(D);
+  for (let h = 0; h < H; h++) {
+    const hk = Math.floor(h / G), qo = (h * N + N - 1) * D;
+    const keys = [];
+    for (let j = 0; j < N; j++) if (mask.data[h * nk + Math.floor(j / bk)]) keys.push(j);
+    const s = keys.map((j) => { let a = 0; for (let d = 0; d < D; d++) a += q[qo + d] * k[(hk * N + j) * D + d]; return a * scale; });
+    const m = Math.max(...s), w = s.map((x) => Math.exp(x - m)), sum = w.reduce((a, b) => a + b, 0);
+    keys.forEach((j, i) => { for (let d = 0; d < D; d++) out[h * D + d] += (w[i] / sum) * v[(hk * N + j) * D + d]; });
+  }
+  return out;
+}
+
 const full = (x) => [tensor(x.q, [x.H, x.N, x.D]), tensor(x.k, [x.Hkv, x.N, x.D]), tensor(x.v, [x.Hkv, x.N, x.D])];
 
 test('dense chunked prefill equals the full causal call (relative L1 <= 1e-6): MHA, GQA, odd head dims, growth', async () => {
@@ -145,6 +159,44 @@ test('GQA one-row steps, where a group\'s query heads share their kv head\'s rea
     assert.ok(l1(a.data, b.data) < 1e-6, `dense: ${l1(a.data, b.data)}`);
     await grouped.dispose();
     await copied.dispose();
+  }
+});
+
+test('groupSelection: a group\'s query heads share one ranking, so a step reads fewer blocks, and each keeps its own count of it', async () => {
+  const H = 8, Hkv = 2, G = 4, N = 4000, D = 32;
+  const x = problem(H, Hkv, N, D, 73);
+  const q = rows(x.q, H, N, D, N - 1, N);
+  /** Per kv head, the blocks some query head of its group keeps. */
+  const reads = (mask) => {
+    const nk = mask.dims.at(-1);
+    let n = 0;
+    for (let g = 0; g < Hkv; g++) for (let j = 0; j < nk; j++) n += [0, 1, 2, 3].some((r) => mask.data[(g * G + r) * nk + j]) ? 1 : 0;
+    return n;
+  };
+  const rowOf = (mask, h) => Array.from(mask.data.subarray(h * mask.dims.at(-1), (h + 1) * mask.dims.at(-1)));
+  for (const e of engines) {
+    const cache = e.createKVCache({ heads: Hkv, headDim: D });
+    await cache.append(tensor(x.k, [Hkv, N, D]), tensor(x.v, [Hkv, N, D]));
+    for (const opts of [{ topk: 0.1 }, { cdfThreshold: 0.5, simThreshold: -1 }]) {
+      const own = await cache.attention(q, { causal: true, returnMask: true, ...opts });
+      const shared = await cache.attention(q, { causal: true, returnMask: true, groupSelection: true, ...opts });
+      for (let h = 1; h < H; h++) {
+        if (h % G) assert.equal(rowOf(shared.mask, h), rowOf(shared.mask, h - 1), `${JSON.stringify(opts)}: head ${h}`);
+      }
+      assert.ok(reads(shared.mask) < reads(own.mask), `${JSON.stringify(opts)}: ${reads(shared.mask)} vs ${reads(own.mask)} blocks read`);
+      // Each head attends over exactly its mask's blocks: FP64 over the same blocks, INT8 QK aside.
+      const err = l1(shared.output.data, maskedF64(x, shared.mask, G));
+      assert.ok(err < 0.02, `${JSON.stringify(opts)}: L1 ${err} against FP64 over the same blocks`);
+    }
+    // Per-head counts: each head keeps a prefix of the one ranking, so the rows nest.
+    const nested = await cache.attention(q, { causal: true, returnMask: true, groupSelection: true, topk: [0.05, 0.2, 0.1, 0.3, 0.1, 0.1, 0.1, 0.1], simThreshold: -1 });
+    const kept = [0, 1, 2, 3].map((h) => rowOf(nested.mask, h));
+    const order = [0, 2, 1, 3]; // by count
+    for (let a = 1; a < order.length; a++) {
+      kept[order[a - 1]].forEach((m, j) => assert.ok(!m || kept[order[a]][j], `head ${order[a - 1]}'s block ${j} not kept by head ${order[a]}`));
+    }
+    await rejects(() => cache.attention(q, { causal: true, groupSelection: 1 }), TypeError, /groupSelection/);
+    await cache.dispose();
   }
 });
 

@@ -38,6 +38,8 @@ const configs = [
   { cdfThreshold: 0.9, simThreshold: 0.3 },
   { cdfThreshold: 0.98, simThreshold: 0.6, attentionSink: true },
   { topk: 0.1, simThreshold: -1, smoothK: false },
+  { topk: 0.25, simThreshold: -1, groupSelection: true },
+  { cdfThreshold: 0.9, simThreshold: 0.3, groupSelection: true },
 ];
 
 for (const [name, { q, k }, base] of cases) {
