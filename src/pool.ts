@@ -1,13 +1,18 @@
 // The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
-// A call posts its stages to every worker; workers take tiles from atomic counters (tiles.ts), so
-// uneven sparsity balances itself. The calling thread takes tiles too for its first millisecond,
-// while the workers wake: a short call (a decode step) is often done before they are, and then
-// returns without waiting for their replies, which the next call collects first.
+// A call writes its stages into the control block and wakes every worker with an atomic notify;
+// workers take tiles from atomic counters (tiles.ts), so uneven sparsity balances itself. The
+// calling thread takes tiles too for its first millisecond, while the workers wake: a short call
+// (a decode step) is often done before they are, and then returns at once; the next call first
+// makes sure every worker has passed the previous one. No message is posted per call: a worker
+// posts one only to a caller that has stopped taking tiles and waits, or to carry an error.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
 import { importNode, isNode } from './node.js';
-import { type Kernels, type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, MAX_STAGES, TAKEN, abortShared, runShared } from './tiles.js';
+import {
+  type Kernels, type Stage, ABORT, CONTROL_OFFSET, CONTROL_SLOTS, DONE, KERNEL, LEFT, MAX_STAGES, MAX_WORKERS, NSTAGES, Outcome, PARAMS, TAKEN, TILES,
+  abortShared, doneOf, jobOf, kernelNames, outcomeOf, runShared,
+} from './tiles.js';
 
 /** The little that differs between Node's worker_threads and Web Workers. */
 interface Port {
@@ -79,25 +84,30 @@ const WORKER_FILE = './worker.js';
 
 /** How long the calling thread takes tiles of a call before it leaves the rest to the workers. */
 const CALLER_MS = 1;
-
-type Reply = { ok: boolean; error?: string; aborted?: boolean };
+/** How long a call runs on the calling thread alone before the workers are woken: about what waking them costs. */
+const WAKE_MS = 0.1;
 
 interface Slot {
   port?: Port;
   /** resolves when the worker has instantiated the module */
   ready: Promise<void>;
-  /** settles the worker's part of the call in flight */
-  reply?: (r: { ok: boolean; error?: string; aborted?: boolean }) => void;
   dead: boolean;
+  /** why it died */
+  why?: string;
+  /** the last error a worker reported, with its job */
+  failed?: { job: number; error: string };
 }
 
 export class Pool {
   private readonly slots: Slot[] = [];
   private readonly ctl: Int32Array;
+  private readonly names: Map<string, number>;
   private job = 0;
+  /** the last job posted to the workers (a short call runs on the calling thread alone) */
+  private posted = 0;
   private closed = false;
-  /** the workers' replies to a call the calling thread finished alone */
-  private joining?: Promise<unknown>;
+  /** wakes a caller waiting in settle(): a worker's message or death */
+  private wake?: () => void;
 
   private constructor(
     private readonly kind: 'web' | 'worker_threads',
@@ -107,10 +117,12 @@ export class Pool {
     private readonly url?: URL,
   ) {
     this.ctl = new Int32Array(memory.buffer, CONTROL_OFFSET, CONTROL_SLOTS);
+    this.names = new Map(kernelNames(module).map((name, i) => [name, i]));
   }
 
   /** url: the worker script, when not ./worker.js next to this module (options.workerUrl) */
   static async create(kind: 'web' | 'worker_threads', module: WebAssembly.Module, memory: WebAssembly.Memory, size: number, url?: URL): Promise<Pool> {
+    if (size > MAX_WORKERS) throw new RangeError(`options.threads: a pool has at most ${MAX_WORKERS} workers, got ${size}`);
     const pool = new Pool(kind, module, memory, size, url);
     for (let i = 0; i < size; i++) pool.slots.push(pool.start(i));
     try {
@@ -134,16 +146,20 @@ export class Pool {
           started = true;
           slot.port?.unref();
           ready();
+          this.wake?.(); // a replacement's first done slot: a waiting caller may go on
+          return;
         }
-        else if (m.job === this.job) slot.reply?.(m.type === 'done' ? { ok: true } : { ok: false, error: m.error, aborted: m.aborted });
+        if (m.type === 'failed') slot.failed = { job: m.job, error: m.error };
+        this.wake?.();
       },
       died: (why) => {
         if (slot.dead || this.closed) return;
         slot.dead = true;
+        slot.why = why;
         failed(new Error(`sparge-wasm worker ${i} could not start: ${why}`));
         // Other workers may wait at a barrier for tiles this one took: release them.
         abortShared(this.ctl);
-        slot.reply?.({ ok: false, error: `worker ${i} died (${why}); a new worker takes its place` });
+        this.wake?.();
         void Promise.resolve(slot.port?.terminate()).catch(() => {});
         // Replace a worker that ran; one that could not even start would fail again, forever.
         if (started) this.slots[i] = this.start(i);
@@ -162,9 +178,8 @@ export class Pool {
    */
   async run(params: number, stages: readonly Stage[], signal?: AbortSignal, caller?: Kernels): Promise<void> {
     if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
-    // Workers still passing the barriers of a call that is done must not see this one's counters.
-    await this.joining;
-    this.joining = undefined;
+    // Workers still passing the barriers of the last call posted to them must not see this one's counters.
+    await this.settle(this.posted, this.slots.slice());
     await Promise.all(this.slots.map((s) => s.ready));
     signal?.throwIfAborted();
     const ctl = this.ctl;
@@ -173,49 +188,81 @@ export class Pool {
       Atomics.store(ctl, TAKEN + s, 0);
       Atomics.store(ctl, DONE + s, 0);
     }
-    const job = ++this.job;
-    // This call's workers; one that dies is replaced in this.slots, and its replacement stays
-    // referenced (keeping the process alive) until it is ready.
-    const slots = this.slots.slice();
-    const replies = Promise.all(slots.map((slot) => new Promise<Reply>((res) => {
-      slot.reply = res;
-      slot.port!.ref();
-      slot.port!.post({ type: 'run', job, params, stages: stages.map((s) => [s[0], s[1]] as Stage) });
-    }))).then((results) => {
-      for (const slot of slots) {
-        slot.reply = undefined;
-        slot.port?.unref();
-      }
-      return results;
+    stages.forEach(([name, tiles], s) => {
+      ctl[KERNEL + s] = this.names.get(name)!;
+      ctl[TILES + s] = tiles;
     });
-    if (caller) {
+    ctl[NSTAGES] = stages.length;
+    ctl[PARAMS] = params;
+    const job = ++this.job;
+    // This call's workers; one that dies is replaced in this.slots.
+    const slots = this.slots.slice();
+    // Posting the job: an atomic store and a notify per worker, tens of microseconds of the
+    // calling thread on a VM, and as long again before a worker runs.
+    const post = () => {
+      if (this.posted === job) return;
+      this.posted = job;
+      for (let i = 0; i < slots.length; i++) {
+        Atomics.store(ctl, jobOf(i), job);
+        Atomics.notify(ctl, jobOf(i));
+      }
+    };
+    if (!caller) post();
+    else {
       let share;
       try {
         // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
-        share = runShared(caller, ctl, params, stages, this.size, performance.now() + CALLER_MS);
+        share = runShared(caller, ctl, params, stages, this.size, performance.now() + CALLER_MS, { ms: WAKE_MS, run: post });
       } catch (e) {
         abortShared(ctl);
-        await replies;
+        await this.settle(this.posted, slots);
         const err = e as Error;
         throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
       }
       const last = stages.length - 1;
-      if (share === 'done' && Atomics.load(ctl, DONE + last) >= stages[last][1]) {
-        // Every tile of every stage is done, so the workers only pass the barriers: their replies
-        // carry no news. (A refused call ends early, with tiles left that a late worker could
-        // take with the next call's parameters: it waits for the replies as usual.)
-        this.joining = replies;
-        return;
-      }
+      // Every tile of every stage done: the workers only pass the barriers, and the next call
+      // waits for them. (A refused call ends early, with tiles left that a late worker could take
+      // with the next call's parameters: it waits for the workers as usual.)
+      if (share === 'done' && Atomics.load(ctl, DONE + last) >= stages[last][1]) return;
+      post();
     }
     const stop = () => abortShared(ctl);
     signal?.addEventListener('abort', stop);
-    const results = await replies;
+    const outcomes = await this.settle(job, slots);
     signal?.removeEventListener('abort', stop);
-    const failure = results.find((r) => !r.ok && !r.aborted);
+    const failure = outcomes.find((o) => o.outcome === Outcome.Failed);
     if (failure) throw new Error(`sparge-wasm: a worker failed during this call: ${failure.error}`);
     signal?.throwIfAborted();
-    if (results.some((r) => !r.ok)) throw new Error('sparge-wasm: this call was aborted by a failure in another worker');
+    if (outcomes.some((o) => o.outcome !== Outcome.Done)) throw new Error('sparge-wasm: this call was aborted by a failure in another worker');
+  }
+
+  /**
+   * Waits until every worker of `slots` has finished `job` (at once when they have), or died;
+   * returns how each ended, with the error text of a failed one.
+   */
+  private async settle(job: number, slots: readonly Slot[]): Promise<{ outcome: number; error?: string }[]> {
+    const ctl = this.ctl;
+    const finished = (i: number) => slots[i].dead || Atomics.load(ctl, doneOf(i)) >= job;
+    const reported = (i: number) => slots[i].dead || Atomics.load(ctl, outcomeOf(i)) !== Outcome.Failed || slots[i].failed?.job === job;
+    const all = () => slots.every((_, i) => finished(i) && reported(i));
+    if (!all()) {
+      // From here on a worker that finishes posts a message; one that finished before is seen by
+      // the check that follows (both sides store, then load, sequentially consistent).
+      Atomics.store(ctl, LEFT, job);
+      for (const s of slots) s.port?.ref();
+      try {
+        while (!all()) await new Promise<void>((resolve) => { this.wake = resolve; if (all()) resolve(); });
+      } finally {
+        this.wake = undefined;
+        Atomics.store(ctl, LEFT, 0);
+        for (const s of slots) s.port?.unref();
+      }
+    }
+    return slots.map((s, i) => {
+      if (s.dead) return { outcome: Outcome.Failed, error: `worker ${i} died (${s.why}); a new worker takes its place` };
+      const outcome = Atomics.load(ctl, outcomeOf(i));
+      return { outcome, error: outcome === Outcome.Failed ? s.failed?.error : undefined };
+    });
   }
 
   /** Test hook: ends worker i as a crash would. */
@@ -224,8 +271,13 @@ export class Pool {
   }
 
   async close(): Promise<void> {
-    await this.joining;
+    await this.settle(this.posted, this.slots.slice());
     this.closed = true;
+    // Each worker leaves its loop first: a worker blocked in Atomics.wait is not every runtime's to interrupt.
+    for (let i = 0; i < this.slots.length; i++) {
+      Atomics.store(this.ctl, jobOf(i), -1);
+      Atomics.notify(this.ctl, jobOf(i));
+    }
     await Promise.all(this.slots.map((s) => s.port?.terminate()));
   }
 }

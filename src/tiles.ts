@@ -27,13 +27,34 @@ export const CONTROL_OFFSET = 32768;
  * Byte offset of each call's parameter block, in the same first page: workers read it through
  * views made when they started, which a grown memory does not extend.
  */
-export const PARAMS_OFFSET = CONTROL_OFFSET + 1024;
+export const PARAMS_OFFSET = CONTROL_OFFSET + 8192;
 export const MAX_STAGES = 16;
-// Int32 slots of the control block: abort flag, then a take counter and a done counter per stage.
+/** Workers a pool may have: each has three slots of the control block. */
+export const MAX_WORKERS = 512;
+// Int32 slots of the control block: the abort flag; the job whose calling thread waits for the
+// workers' messages (LEFT, 0: none); the call's stages (count, parameter block, and per stage its
+// kernel's index among the module's exported functions and its tiles); a take counter and a done
+// counter per stage; then per worker the job posted to it, the last job it finished, and how.
 export const ABORT = 0;
+export const LEFT = 1;
+export const NSTAGES = 2;
+export const PARAMS = 3;
 export const TAKEN = 16;
 export const DONE = TAKEN + MAX_STAGES;
-export const CONTROL_SLOTS = DONE + MAX_STAGES;
+export const KERNEL = DONE + MAX_STAGES;
+export const TILES = KERNEL + MAX_STAGES;
+const WORKER_SLOTS = TILES + MAX_STAGES;
+export const CONTROL_SLOTS = WORKER_SLOTS + 3 * MAX_WORKERS;
+/** Worker i's slots: the job posted to it, the last job it finished, and that job's Outcome. */
+export const jobOf = (i: number): number => WORKER_SLOTS + 3 * i;
+export const doneOf = (i: number): number => WORKER_SLOTS + 3 * i + 1;
+export const outcomeOf = (i: number): number => WORKER_SLOTS + 3 * i + 2;
+export const Outcome = { Done: 0, Aborted: 1, Failed: 2 } as const;
+
+/** The module's exported functions, in the module's order: a stage names its kernel by index here. */
+export function kernelNames(module: WebAssembly.Module): string[] {
+  return WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name);
+}
 
 /**
  * Whether the input check (input_range, the second stage of a call) refused the inputs: then the
@@ -84,19 +105,35 @@ export type Share = 'done' | 'aborted' | 'left';
  * One participant's share of a call: take tiles until a stage is exhausted, then wait until every
  * tile of it is done before the next stage, whose tiles read its results. Workers block at the
  * barriers; the calling thread (a deadline given) spins, since a page's main thread may not block,
- * and leaves at its deadline.
+ * and leaves at its deadline. The calling thread may also be given `wake`, which it runs (waking
+ * the workers) once the call looks longer than wake.ms: it has run that long, or this stage's
+ * tiles so far, times the tiles left, say it will. A call shorter than waking them costs no wake.
  */
-export function runShared(k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number, deadline = Infinity): Share {
+export function runShared(
+  k: Kernels, ctl: Int32Array, params: number, stages: readonly Stage[], worker: number,
+  deadline = Infinity, wake?: { ms: number; run: () => void },
+): Share {
   const timed = deadline !== Infinity;
+  const start = timed ? performance.now() : 0;
   for (let s = 0; s < stages.length; s++) {
     const [name, n] = stages[s];
     const kernel = k[name];
+    let since = start, mine = 0;
     for (;;) {
       if (Atomics.load(ctl, ABORT)) return 'aborted';
-      if (timed && performance.now() > deadline) return 'left';
+      if (timed) {
+        const now = performance.now();
+        if (mine === 0) since = now;
+        if (wake && (now - start > wake.ms || (mine > 0 && ((now - since) / mine) * (n - Atomics.load(ctl, TAKEN + s)) > wake.ms))) {
+          wake.run();
+          wake = undefined;
+        }
+        if (now > deadline) return 'left';
+      }
       const t = Atomics.add(ctl, TAKEN + s, 1);
       if (t >= n) break;
       kernel(params, t, t + 1, worker);
+      mine++;
       if (Atomics.add(ctl, DONE + s, 1) + 1 === n) Atomics.notify(ctl, DONE + s);
     }
     for (;;) {
