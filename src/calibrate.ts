@@ -26,6 +26,12 @@ export interface CalibrateOptions {
   onProgress?: (p: { done: number; total: number }) => void;
   /** the token order of the attention calls (SpargeOptions.order): every sample has its length; not in params, give it to the calls too */
   order?: OrderOption;
+  /**
+   * Tune for calls with groupSelection (GQA: a kv head's query heads share one ranking of its key
+   * blocks); params then carry it. Every head keeps simThreshold -1: a head's forced blocks would
+   * move its group's ranking, and with it the blocks of heads tuned apart from it.
+   */
+  groupSelection?: boolean;
 }
 
 /** Settings to spread into an attention call: plain JSON. */
@@ -36,6 +42,8 @@ export type TunedParams = {
   pvThreshold: number[];
   /** QK's precision per head: FP32 where INT8 alone would take too much of the target */
   precision: QKPrecision[];
+  /** present when calibrated with groupSelection */
+  groupSelection?: true;
 } & ({ cdfThreshold: number[] } | { topk: number[] });
 
 export interface Calibration {
@@ -56,7 +64,7 @@ export interface Attend {
   denseAttention(q: TensorLike, k: TensorLike, v: TensorLike, o: { causal: boolean; scale?: number; layout: Layout; signal?: AbortSignal; order?: OrderOption }): Promise<Tensor>;
 }
 
-const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal', 'onProgress', 'order'] as const;
+const KEYS = ['target', 'causal', 'scale', 'layout', 'blockQ', 'blockK', 'signal', 'onProgress', 'order', 'groupSelection'] as const;
 
 // The search. Stage 1 runs the CDF rule at two simThresholds (the released per-head tunings sit
 // mostly near -1, no forcing, and a forced block only adds density). Causal calls also try top-k:
@@ -177,6 +185,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   const blockQ = checkBlock('options.blockQ', o.blockQ, DEFAULT_BLOCK_Q);
   const blockK = checkBlock('options.blockK', o.blockK, DEFAULT_BLOCK_K);
   const signal = checkSignal(o.signal);
+  const groupSelection = checkBool('groupSelection', o.groupSelection, false);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') {
     throw new TypeError(`options.onProgress must be a function, got ${typeof o.onProgress}`);
   }
@@ -185,13 +194,13 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
   // Checked against every sample here, so that a bad one is refused before any call computes.
   for (const sh of shapes) checkOrder(o.order, sh.q, sh.k, causal);
   const order = o.order as OrderOption | undefined;
-  const common = { causal, scale, layout, blockQ, blockK, signal, order };
+  const common = { causal, scale, layout, blockQ, blockK, signal, order, groupSelection };
 
   // Top-k moves in steps of a key block: with few blocks a step is a large share of a row, and a
   // count tuned on one sample did not carry (stories260K, 4 blocks: one block dropped from the last
   // rows took a head from L1 0.044 to 0.100 on unseen text).
   const topkGrain = shapes.every((sh) => Math.ceil(sh.k.N / blockK) >= TOPK_MIN_BLOCKS);
-  const families = FAMILIES.filter((f) => f.mode === 'cdf' || (causal && topkGrain));
+  const families = FAMILIES.filter((f) => (f.mode === 'cdf' || (causal && topkGrain)) && (!groupSelection || f.sim === -1));
   // Progress: one step per call. The total is an upper bound that shrinks when a search ends early.
   let done = 0, total = 1 + 1 + families.length * STAGE1_STEPS + PV_STEPS + 1;
   const step = () => {
@@ -281,7 +290,7 @@ export async function calibrate(engine: Attend, samples: unknown, options?: Cali
 
   // Heads are independent in a call, so each head's result was measured where its setting was tried;
   // one more call only for heads whose final setting no call has run.
-  const params = { blockQ, blockK, ...rule, simThreshold, pvThreshold, precision } as TunedParams;
+  const params = { blockQ, blockK, ...rule, simThreshold, pvThreshold, precision, ...(groupSelection ? { groupSelection: true } : {}) } as TunedParams;
   let final = results as HeadResult[];
   if (results.some((r) => r === undefined)) {
     final = await evaluate(params);

@@ -101,6 +101,32 @@ test('a head that cannot gain keeps every block; one whose INT8 error takes the 
   for (const h of strict.heads) assert.ok(h.l1 <= 1e-4, `FP32 QK meets the target: ${h.l1}`);
 });
 
+test('groupSelection: tuned for GQA calls whose heads share a ranking; each head within the target, measured where tried', async () => {
+  // 4 query heads over 2 kv heads of causal RoPE-like tokens; the heads of a group look the same
+  // way at different temperatures, as a real model's heads of a group share some of their needs.
+  const Hq = 4, Hk = 2, Nt = 2048, raw = ropeLike(Hk, Nt, D, 17);
+  const q = new Float32Array(Hq * Nt * D);
+  for (let h = 0; h < Hq; h++) {
+    const g = Math.floor(h / 2), t = 1 + 0.5 * (h % 2);
+    for (let i = 0; i < Nt * D; i++) q[h * Nt * D + i] = t * raw.q[g * Nt * D + i];
+  }
+  const x = { q: tensor(q, [Hq, Nt, D]), k: tensor(raw.k, [Hk, Nt, D]), v: tensor(raw.v, [Hk, Nt, D]) };
+  const r = await sparge.calibrate(x, { target, causal: true, groupSelection: true });
+  assert.is(r.params.groupSelection, true);
+  assert.equal(r.params.simThreshold, [-1, -1, -1, -1]);
+  const ref = (await sparge.denseAttention(x.q, x.k, x.v, { causal: true })).data;
+  const res = await sparge.attention(x.q, x.k, x.v, { causal: true, ...r.params });
+  const n = Nt * D;
+  for (let h = 0; h < Hq; h++) {
+    const e = l1(res.output.data.subarray(h * n, (h + 1) * n), ref.subarray(h * n, (h + 1) * n));
+    assert.ok(Math.abs(e - r.heads[h].l1) < 1e-9 * r.heads[h].l1, `head ${h}: ${e} against ${r.heads[h].l1}`);
+    assert.ok(e <= target, `head ${h}: L1 ${e}`);
+  }
+  // (These flat random tokens allow little: per-head calibration finds the same 0.01.)
+  assert.ok(r.sparsity > 0, `sparsity ${r.sparsity}`);
+  await rejects(() => sparge.calibrate(x, { causal: true, groupSelection: 'yes' }), TypeError, /groupSelection/);
+});
+
 test('an AbortSignal ends calibration with its reason; bad arguments are named', async () => {
   const ac = new AbortController();
   const run = sparge.calibrate(seen, { signal: ac.signal, onProgress: ({ done }) => { if (done === 3) ac.abort(new Error('enough')); } });
