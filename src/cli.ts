@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import process from 'node:process';
 import { type BenchModule, type KernelRow, allowRelaxedSimd, measureKernels, runtimeName } from './bench.js';
-import { type AttentionReport, HEADS, HEAD_DIM, measureAttention } from './bench-attention.js';
+import { HEADS, HEAD_DIM, measureAttention } from './bench-attention.js';
 import type { Budget } from './timing.js';
 
 const USAGE = `Usage: sparge-wasm bench [--quick] [--json FILE] [--threads N]

@@ -299,7 +299,6 @@ export class Engine {
         `inputs too large: this call needs ${(p.end / 2 ** 30).toFixed(2)} GiB of WebAssembly memory, at most 4 GiB can be addressed`,
       );
     }
-    const have = this.memory.buffer.byteLength;
     this.reserve(p.end, 'this call');
     writeParams(this.memory.buffer, p, d, c.causal, c.scale);
     this.plan = p;
