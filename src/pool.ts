@@ -105,6 +105,8 @@ export class Pool {
   private job = 0;
   /** the last job posted to the workers (a short call runs on the calling thread alone) */
   private posted = 0;
+  /** per list of stages (kernels and tiles), whether its last call ran longer than WAKE_MS on the calling thread */
+  private readonly long = new Map<string, boolean>();
   private closed = false;
   /** wakes a caller waiting in settle(): a worker's message or death */
   private wake?: () => void;
@@ -207,18 +209,23 @@ export class Pool {
         Atomics.notify(ctl, jobOf(i));
       }
     };
-    if (!caller) post();
-    else {
+    // A call like one that ran long (a decode loop repeats its stages) wakes them at once.
+    const key = stages.map(([name, tiles]) => `${name}:${tiles}`).join();
+    if (!caller || this.long.get(key)) post();
+    if (caller) {
       let share;
+      const t0 = performance.now();
       try {
         // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
-        share = runShared(caller, ctl, params, stages, this.size, performance.now() + CALLER_MS, { ms: WAKE_MS, run: post });
+        share = runShared(caller, ctl, params, stages, this.size, t0 + CALLER_MS, { ms: WAKE_MS, run: post });
       } catch (e) {
         abortShared(ctl);
         await this.settle(this.posted, slots);
         const err = e as Error;
         throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
       }
+      if (this.long.size >= 256) this.long.clear();
+      this.long.set(key, performance.now() - t0 > WAKE_MS);
       const last = stages.length - 1;
       // Every tile of every stage done: the workers only pass the barriers, and the next call
       // waits for them. (A refused call ends early, with tiles left that a late worker could take
