@@ -152,7 +152,8 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
 
     // Take the best blocks, as many as the tile's most demanding head keeps; they end up in
     // order[nkb - taken, nkb), best last, and each head keeps a suffix of that range.
-    let taken = 0, all = true;
+    // all: every head's cdfThreshold is 1 or more, so every head keeps every block.
+    let taken = 0, all = cdf;
     if (cdf) {
       let most: f64 = 0;
       for (let r = 0; r < heads; r++) {
@@ -173,7 +174,6 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     } else {
       for (let r = 0; r < heads; r++) taken = max(taken, min(headParam(p, (bh0 + r) % h, Head.NKEEP), nkb));
       for (let k = 0; k < taken; k++) takeBest(prob, order, nkb - k);
-      all = false;
     }
 
     for (let r = 0; r < heads; r++) {

@@ -1,10 +1,11 @@
 // The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
-// A call writes its stages into the control block and wakes every worker with an atomic notify;
+// A call writes its stages into the control block and wakes the workers with an atomic notify;
 // workers take tiles from atomic counters (tiles.ts), so uneven sparsity balances itself. The
-// calling thread takes tiles too for its first millisecond, while the workers wake: a short call
-// (a decode step) is often done before they are, and then returns at once; the next call first
-// makes sure every worker has passed the previous one. No message is posted per call: a worker
-// posts one only to a caller that has stopped taking tiles and waits, or to carry an error.
+// calling thread takes tiles too for its first millisecond, and wakes the workers only once the
+// call looks longer than waking them costs: a short call (a decode step of a small model) is done
+// on it alone. The next call first makes sure every worker woken has passed the previous one. No
+// message is posted per call: a worker posts one only to a caller that has stopped taking tiles
+// and waits, or to carry an error.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
@@ -190,9 +191,12 @@ export class Pool {
       Atomics.store(ctl, TAKEN + s, 0);
       Atomics.store(ctl, DONE + s, 0);
     }
+    // The stages, and as a key the kernels and tile counts that identify calls like this one.
+    let key = '';
     stages.forEach(([name, tiles], s) => {
       ctl[KERNEL + s] = this.names.get(name)!;
       ctl[TILES + s] = tiles;
+      key += `${name}:${tiles},`;
     });
     ctl[NSTAGES] = stages.length;
     ctl[PARAMS] = params;
@@ -210,7 +214,6 @@ export class Pool {
       }
     };
     // A call like one that ran long (a decode loop repeats its stages) wakes them at once.
-    const key = stages.map(([name, tiles]) => `${name}:${tiles}`).join();
     if (!caller || this.long.get(key)) post();
     if (caller) {
       let share;
