@@ -13,7 +13,7 @@
 // chunks plus FOLD rather than with the number of key blocks (relative L1 at 80K keys: README).
 import { P, Head } from './params';
 import { param, paramf, ptr, exp2v, exp2s, zeroRow, madd, hsum, hmax, headParam, headParamf } from './simd';
-import { qk_4x8, pv_4x8, qk_1x8, pv_1x32, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
+import { qk_4x8, pv_4x8, qk_1x8, pv_1x32, qkSteps, qRowBytes, kKeyBytes, SplatByLoad, SplatByShuffle, ValuesF32, ValuesBf16 } from './microkernels';
 import { lastKeyBlock } from './predict';
 
 const ROWS = 4;
@@ -48,9 +48,9 @@ type Step = f32;
 type Block = f64;
 
 // T: the QK element type (f32, or INT8 codes: i16 or i8, see microkernels.ts); B: the broadcast;
-// M: block-sparse or dense; R: the tile's rows. FP32 QK also serves block-sparse heads whose INT8
-// error is too large.
-@inline function attend<T, B, M, R>(p: usize, t0: i32, t1: i32, worker: i32): void {
+// M: block-sparse or dense; R: the tile's rows; V: FP32 values, or a KV cache's bfloat16 copy
+// (P.VH). FP32 QK also serves block-sparse heads whose INT8 error is too large.
+@inline function attend<T, B, M, R, V>(p: usize, t0: i32, t1: i32, worker: i32): void {
   const sparse = sizeof<M>() == 4, step = sizeof<R>() == 4;
   const dp = param(p, P.DP), h = param(p, P.H), hkv = param(p, P.HKV);
   const nq = param(p, P.NQ), nk = param(p, P.NK), bq = param(p, P.BQ), bk = param(p, P.BK);
@@ -65,7 +65,8 @@ type Block = f64;
   const mtot = lrow + (<usize>bq << 2), ltot = mtot + (<usize>bq << 2);
   const chunk = ltot + (<usize>bq << 2);
 
-  const rowBytes = <usize>dp << 2;
+  const rowBytes = <usize>dp << 2, vRowBytes = <usize>dp * sizeof<V>();
+  const vBase = sizeof<V>() == 2 ? ptr(p, P.VH) : ptr(p, P.V);
   const qBytes = qRowBytes<T>(dp), keyBytes = kKeyBytes<T>(dp), steps = qkSteps<T>(dp);
   const qBase = isFloat<T>() ? ptr(p, P.QF) : ptr(p, P.QC);
   const kBase = isFloat<T>() ? ptr(p, P.KF) : ptr(p, P.KC);
@@ -79,12 +80,11 @@ type Block = f64;
     const qt = t / splits, part = t - qt * splits;
     const bh = group > 1 ? (qt / hkv) * h + (qt % hkv) * group : qt / nqb, i = group > 1 ? 0 : qt - bh * nqb;
     const head = bh % h, bhk = group > 1 ? qt : (bh / h) * hkv + head / (h / hkv);
-    const row0 = i * bq, rows = group > 1 ? group : min(bq, nq - row0), one = rows == 1;
+    const row0 = i * bq, rows = group > 1 ? group : min(bq, nq - row0);
     const lambda = !sparse ? f32x4.splat(Infinity)
       : group > 1 ? lanesOf(p, head, rows, Head.PV) : f32x4.splat(headParamf(p, head, Head.PV));
     const out = splits > 1 ? partOf(p, t) : ptr(p, P.OUT) + <usize>qt * bq * rowBytes;
     const q = qBase + <usize>qt * bq * qBytes;
-    const corr = ptr(p, P.QSUM) + (<usize>qt * bq << 2);
     // Q's dequantization scale (and scale * log2 e), per row of a group.
     const qs = isFloat<T>() ? f32x4.splat(paramf(p, P.QK_MUL)) : group > 1 ? scalesOf(p, bh, rows)
       : f32x4.splat(load<f32>(ptr(p, P.QSCALE) + (<usize>qt << 2)));
@@ -105,23 +105,36 @@ type Block = f64;
     for (let j = part * span; j <= last; j++) {
       // Which rows keep the block: all, or (groups) those whose head's mask row has it.
       let kept = i32x4.splat(-1);
+      // One row's work (`one`, row r of the tile): a one-row tile, or in a grouped step a block
+      // that one head alone keeps, as most of a group's blocks are when each head ranks its own.
+      // Whole-sequence tiles (R = Block) never take the lane form: in their instance its code
+      // slowed them by 4-6% (bench/ab.js), so every use of it below is guarded by `step`.
+      let one = rows == 1, r = 0;
       if (sparse) {
         if (group > 1) {
           kept = keptLanes(maskRow, nkb, j, rows);
-          if (!v128.any_true(kept)) continue;
+          if (step) {
+            const bits = i32x4.bitmask(kept) & ((1 << rows) - 1);
+            if (bits == 0) continue;
+            if (popcnt(bits) == 1) {
+              one = true;
+              r = ctz(bits);
+            }
+          } else if (!v128.any_true(kept)) continue;
         } else if (load<u8>(maskRow + j) == 0) continue;
       }
       if (++visited % FOLD == 0) fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
       const key0 = j * bk, kt = bhk * kstride + j;
       const kp = kBase + <usize>kt * bk * keyBytes;
-      const vp = ptr(p, P.V) + <usize>kt * bk * rowBytes;
-      const mul = isFloat<T>() ? qs : f32x4.mul(qs, f32x4.splat(load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2))));
+      const vp = vBase + <usize>kt * bk * vRowBytes;
+      let mul = isFloat<T>() ? qs : f32x4.mul(qs, f32x4.splat(load<f32>(ptr(p, P.KSCALE) + (<usize>kt << 2))));
+      if (step && one) mul = laneOf(mul, r);
       const valid = min(bk, nk - key0);
 
       // A decode step's tile (one row group) finds its blocks in memory, not in cache: loading a
       // line of each of the block's V rows first overlaps those misses with QK's arithmetic,
       // where PV's own loads would wait for them.
-      if (step) touched ^= touch(vp, <usize>bk * rowBytes);
+      if (step) touched ^= touch(vp, <usize>bk * vRowBytes);
       for (let rg = 0; rg < rows; rg += ROWS) {
         // S's vectors: one per key, its lanes the 4 rows; or for one row, 4 keys each, so that the
         // softmax exponentiates each key once rather than in four identical lanes.
@@ -129,12 +142,12 @@ type Block = f64;
         let mb = NEG_INF;
         for (let g = 0; g < bk; g += 8) {
           const kg = kp + <usize>g * keyBytes;
-          mb = f32x4.pmax(mb, one ? qk_1x8<T>(q, kg, steps, corr, mul, s + (<usize>g << 2))
-            : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, corr + (<usize>rg << 2), mul, s + (<usize>g << 4)));
+          mb = f32x4.pmax(mb, one ? qk_1x8<T>(step ? q + (<usize>r << 2) : q, kg, steps, mul, s + (<usize>g << 2))
+            : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, mul, s + (<usize>g << 4)));
         }
         // Keys past the end, or after a row's diagonal, score -Infinity; the maxima are taken again.
-        const seen = causal ? min(valid, row0 + rg + shift + 1 - key0) : valid;
-        if (seen < bk || !i32x4.all_true(kept)) {
+        const seen = causal ? min(valid, row0 + rg + (step ? r : 0) + shift + 1 - key0) : valid;
+        if (seen < bk || (!(step && one) && !i32x4.all_true(kept))) {
           const visible = v128.and(kept, i32x4.min_s(i32x4.splat(valid), i32x4.add(i32x4.splat(seen), LANES)));
           mb = NEG_INF;
           for (let k = 0; k < vectors; k++) {
@@ -146,12 +159,14 @@ type Block = f64;
           }
           if (one) mb = f32x4.splat(hmax(mb));
         }
-        const mo = load<v128>(mrow + (<usize>rg << 2));
+        // One row's state is its lane of the row group's, in every lane.
+        let mo = load<v128>(mrow + (<usize>rg << 2));
+        if (step && one) mo = laneOf(mo, r);
         const mn = f32x4.pmax(mo, mb);
         if (sparse) {
           // Skip unless some real row's block maximum comes within lambda of its running maximum.
           // NaN (a row with nothing visible yet) compares false: such a row never blocks a skip.
-          const near = f32x4.gt(f32x4.add(f32x4.sub(mb, mn), lambda), f32x4.splat(0));
+          const near = f32x4.gt(f32x4.add(f32x4.sub(mb, mn), step && one ? laneOf(lambda, r) : lambda), f32x4.splat(0));
           const real = i32x4.lt_s(i32x4.add(i32x4.splat(rg), LANES), i32x4.splat(rows));
           if (!v128.any_true(v128.and(near, real))) continue;
         }
@@ -166,12 +181,20 @@ type Block = f64;
           store<v128>(at, e);
           sum = f32x4.add(sum, e);
         }
-        if (one) sum = f32x4.splat(hsum(sum));
         const lp = lrow + (<usize>rg << 2);
-        store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
-        store<v128>(mrow + (<usize>rg << 2), mn);
-        if (one) pv_1x32(chunk, s, vp, rowBytes, valid, dp, alpha);
-        else pv_4x8<B>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, rowBytes, valid, dp, alpha);
+        if (step && one) {
+          const at = <usize>r << 2;
+          store<f32>(lp + at, load<f32>(lp + at) * f32x4.extract_lane(alpha, 0) + hsum(sum));
+          store<f32>(mrow + (<usize>rg << 2) + at, f32x4.extract_lane(mn, 0));
+          pv_1x32<V>(chunk + <usize>r * rowBytes, s, vp, vRowBytes, valid, dp, alpha);
+        } else {
+          // A one-row tile's state here is its row's value in every lane.
+          if (one) sum = f32x4.splat(hsum(sum));
+          store<v128>(lp, f32x4.add(f32x4.mul(load<v128>(lp), alpha), sum));
+          store<v128>(mrow + (<usize>rg << 2), mn);
+          if (one) pv_1x32<V>(chunk, s, vp, vRowBytes, valid, dp, alpha);
+          else pv_4x8<B, V>(chunk + <usize>rg * rowBytes, rowBytes, s, vp, vRowBytes, valid, dp, alpha);
+        }
       }
     }
     fold(out, chunk, mrow, lrow, mtot, ltot, rows, dp);
@@ -201,6 +224,11 @@ type Block = f64;
   let x = 0;
   for (let b: usize = 0; b < bytes; b += 64) x ^= load<i32>(at + b);
   return x;
+}
+
+/** Lane r of v in every lane. */
+@inline function laneOf(v: v128, r: i32): v128 {
+  return i8x16.swizzle(v, i8x16.add(i8x16.splat(<i8>(r << 2)), i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3)));
 }
 
 /** Query head `head`'s setting `field` and the next heads' in lanes [0, n), Infinity beyond. */
@@ -357,15 +385,21 @@ export function attend_sparse_step(p: usize, t0: i32, t1: i32, worker: i32): voi
   sparseTiles<Step>(p, t0, t1, worker);
 }
 
+// A KV cache's steps read its bfloat16 copy of V where it keeps one: they are bound by reading.
 @inline function sparseTiles<R>(p: usize, t0: i32, t1: i32, worker: i32): void {
+  if (sizeof<R>() == 4 && ptr(p, P.VH) != 0) sparseTilesOf<R, ValuesBf16>(p, t0, t1, worker);
+  else sparseTilesOf<R, ValuesF32>(p, t0, t1, worker);
+}
+
+@inline function sparseTilesOf<R, V>(p: usize, t0: i32, t1: i32, worker: i32): void {
   const shuf = param(p, P.SPLAT) != 0, relaxed = param(p, P.QK_MODE) != 0;
   for (let t = t0; t < t1; t++) {
     if (fp32Head(p, t)) continue;
     if (relaxed) {
-      if (shuf) attend<i8, SplatByShuffle, Masked, R>(p, t, t + 1, worker);
-      else attend<i8, SplatByLoad, Masked, R>(p, t, t + 1, worker);
-    } else if (shuf) attend<i16, SplatByShuffle, Masked, R>(p, t, t + 1, worker);
-    else attend<i16, SplatByLoad, Masked, R>(p, t, t + 1, worker);
+      if (shuf) attend<i8, SplatByShuffle, Masked, R, V>(p, t, t + 1, worker);
+      else attend<i8, SplatByLoad, Masked, R, V>(p, t, t + 1, worker);
+    } else if (shuf) attend<i16, SplatByShuffle, Masked, R, V>(p, t, t + 1, worker);
+    else attend<i16, SplatByLoad, Masked, R, V>(p, t, t + 1, worker);
   }
 }
 
@@ -374,8 +408,8 @@ export function attend_sparse_f32(p: usize, t0: i32, t1: i32, worker: i32): void
   const shuf = param(p, P.SPLAT) != 0;
   for (let t = t0; t < t1; t++) {
     if (!fp32Head(p, t)) continue;
-    if (shuf) attend<f32, SplatByShuffle, Masked, Block>(p, t, t + 1, worker);
-    else attend<f32, SplatByLoad, Masked, Block>(p, t, t + 1, worker);
+    if (shuf) attend<f32, SplatByShuffle, Masked, Block, ValuesF32>(p, t, t + 1, worker);
+    else attend<f32, SplatByLoad, Masked, Block, ValuesF32>(p, t, t + 1, worker);
   }
 }
 
@@ -391,12 +425,12 @@ export function relaxed_dot_probe(b: i32): i32 {
 
 /** Dense FP32 flash attention (no mask, no skipping): tile = ((b * H + h) * NQB + i) * SPLITS + split. */
 export function attend_dense(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Block>(p, t0, t1, worker);
-  else attend<f32, SplatByLoad, Full, Block>(p, t0, t1, worker);
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Block, ValuesF32>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad, Full, Block, ValuesF32>(p, t0, t1, worker);
 }
 
 /** attend_dense for tiles of at most 4 rows. */
 export function attend_dense_step(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Step>(p, t0, t1, worker);
-  else attend<f32, SplatByLoad, Full, Step>(p, t0, t1, worker);
+  if (param(p, P.SPLAT)) attend<f32, SplatByShuffle, Full, Step, ValuesF32>(p, t0, t1, worker);
+  else attend<f32, SplatByLoad, Full, Step, ValuesF32>(p, t0, t1, worker);
 }

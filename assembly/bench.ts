@@ -2,7 +2,7 @@
 // Stage 2 microkernels run over L1-resident tiles, and register-resident loops that measure the
 // peak of each instruction mix the kernels use; each loop returns a value derived from its
 // accumulators so that nothing is optimized away.
-import { qk_4x8, pv_4x8, qkSteps, kKeyBytes, SplatByLoad, SplatByShuffle } from './microkernels';
+import { qk_4x8, pv_4x8, qkSteps, kKeyBytes, SplatByLoad, SplatByShuffle, ValuesF32 } from './microkernels';
 import { exp2v, madd } from './simd';
 
 @inline function sum8(a: v128, b: v128, c: v128, d: v128, e: v128, f: v128, g: v128, h: v128): v128 {
@@ -10,12 +10,12 @@ import { exp2v, madd } from './simd';
 }
 
 /** QK^T of 4 query rows against one key block of bk keys, `iters` times: 4 * bk * dp MACs each. */
-@inline function qkBlock<T, B>(q: usize, k: usize, dp: i32, bk: i32, corr: usize, s: usize, iters: i32): void {
+@inline function qkBlock<T, B>(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32): void {
   const kb = kKeyBytes<T>(dp), steps = qkSteps<T>(dp);
   const mul = f32x4.splat(0.125);
   for (let it = 0; it < iters; it++) {
     let m = f32x4.splat(0);
-    for (let g = 0; g < bk; g += 8) m = f32x4.pmax(m, qk_4x8<T, B>(q, k + <usize>g * kb, steps, corr, mul, s + (<usize>g << 4)));
+    for (let g = 0; g < bk; g += 8) m = f32x4.pmax(m, qk_4x8<T, B>(q, k + <usize>g * kb, steps, mul, s + (<usize>g << 4)));
     store<v128>(s, m);
   }
 }
@@ -23,27 +23,27 @@ import { exp2v, madd } from './simd';
 // shuf: 1 broadcasts Q and P lanes by shuffles, 0 by loads (P.SPLAT).
 
 export function bench_qk_i16(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32, shuf: i32): void {
-  if (shuf) qkBlock<i16, SplatByShuffle>(q, k, dp, bk, 0, s, iters);
-  else qkBlock<i16, SplatByLoad>(q, k, dp, bk, 0, s, iters);
+  if (shuf) qkBlock<i16, SplatByShuffle>(q, k, dp, bk, s, iters);
+  else qkBlock<i16, SplatByLoad>(q, k, dp, bk, s, iters);
 }
 
-export function bench_qk_relaxed(q: usize, k: usize, dp: i32, bk: i32, corr: usize, s: usize, iters: i32, shuf: i32): void {
+export function bench_qk_relaxed(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32, shuf: i32): void {
   if (!ASC_FEATURE_RELAXED_SIMD) return;
-  if (shuf) qkBlock<i8, SplatByShuffle>(q, k, dp, bk, corr, s, iters);
-  else qkBlock<i8, SplatByLoad>(q, k, dp, bk, corr, s, iters);
+  if (shuf) qkBlock<i8, SplatByShuffle>(q, k, dp, bk, s, iters);
+  else qkBlock<i8, SplatByLoad>(q, k, dp, bk, s, iters);
 }
 
 export function bench_qk_f32(q: usize, k: usize, dp: i32, bk: i32, s: usize, iters: i32, shuf: i32): void {
-  if (shuf) qkBlock<f32, SplatByShuffle>(q, k, dp, bk, 0, s, iters);
-  else qkBlock<f32, SplatByLoad>(q, k, dp, bk, 0, s, iters);
+  if (shuf) qkBlock<f32, SplatByShuffle>(q, k, dp, bk, s, iters);
+  else qkBlock<f32, SplatByLoad>(q, k, dp, bk, s, iters);
 }
 
 /** O[4][dp] += P[bk][4] V[bk][dp], `iters` times: 4 * bk * dp MACs each. */
 export function bench_pv(o: usize, p: usize, v: usize, dp: i32, bk: i32, alpha: usize, iters: i32, shuf: i32): void {
   const a = load<v128>(alpha);
   for (let it = 0; it < iters; it++) {
-    if (shuf) pv_4x8<SplatByShuffle>(o, <usize>dp << 2, p, v, <usize>dp << 2, bk, dp, a);
-    else pv_4x8<SplatByLoad>(o, <usize>dp << 2, p, v, <usize>dp << 2, bk, dp, a);
+    if (shuf) pv_4x8<SplatByShuffle, ValuesF32>(o, <usize>dp << 2, p, v, <usize>dp << 2, bk, dp, a);
+    else pv_4x8<SplatByLoad, ValuesF32>(o, <usize>dp << 2, p, v, <usize>dp << 2, bk, dp, a);
   }
 }
 

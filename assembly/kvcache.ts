@@ -1,11 +1,11 @@
 // Appending to a KV cache (src/kvcache.ts). The cache keeps, per kv head, the layouts Stage 1 and
-// Stage 2 read: packed FP32 keys, V rows, and per key block its INT8 codes and scale, pooled key
-// and self-similarity. An append touches only the blocks that receive new rows: the partial block
-// they extend is unpacked, completed and made again, so the work is O(new rows + one block) per
-// head whatever the history. Appending no rows after LEN0 remakes the partial block of a cache
-// truncated to LEN0 tokens.
+// Stage 2 read: packed FP32 keys, V rows (and their bfloat16 copy, P.VH, for sparse steps), and
+// per key block its INT8 codes and scale, pooled key and self-similarity. An append touches only
+// the blocks that receive new rows: the partial block they extend is unpacked, completed and made
+// again, so the work is O(new rows + one block) per head whatever the history. Appending no rows
+// after LEN0 remakes the partial block of a cache truncated to LEN0 tokens.
 import { P } from './params';
-import { param, ptr, zeroRow } from './simd';
+import { param, ptr, zeroRow, bf16x8 } from './simd';
 import { meanOf, packKeys, unpackKeys, quantizeKeyBlock } from './quantize';
 import { poolBlock } from './predict';
 
@@ -33,7 +33,13 @@ export function kv_append(p: usize, t0: i32, t1: i32, worker: i32): void {
     // shift of the keys, see ALGORITHM.md), so no block's codes need remaking as the mean drifts.
     if (len0 == 0 && nnew > 0 && param(p, P.SMOOTH)) meanOf(knew, nnew, dp, mean);
     const head = <usize>h * kstride;
-    memory.copy(ptr(p, P.V) + (head * bk + len0) * stride, ptr(p, P.VNEW) + <usize>h * nnew * stride, <usize>nnew * stride);
+    const vnew = ptr(p, P.VNEW) + <usize>h * nnew * stride;
+    memory.copy(ptr(p, P.V) + (head * bk + len0) * stride, vnew, <usize>nnew * stride);
+    const vh = ptr(p, P.VH);
+    if (vh != 0) {
+      const dst = vh + (head * bk + len0) * (stride >> 1);
+      for (let i: usize = 0; i < <usize>nnew * dp; i += 8) store<v128>(dst + (i << 1), bf16x8(load<v128>(vnew + (i << 2)), load<v128>(vnew + (i << 2), 16)));
+    }
     for (let j = len0 / bk; j * bk < nk; j++) {
       const key0 = j * bk, valid = min(bk, nk - key0), old = max(0, len0 - key0);
       const kt = head + j;
@@ -54,7 +60,7 @@ export function kv_append(p: usize, t0: i32, t1: i32, worker: i32): void {
         store<v128>(ptr(p, P.KBAR) + (kt * dp << 2) + d, f32x4.sub(load<v128>(blockMean + d), load<v128>(mean + d)));
       }
       store<f32>(ptr(p, P.KSIM) + (kt << 2), poolBlock(rows, seen, valid, dp, pooled));
-      quantizeKeyBlock<T>(rows, mean, valid, bk, dp, ptr(p, P.KC) + (kt * bk * dp << 1), ptr(p, P.KSCALE) + (kt << 2));
+      quantizeKeyBlock<T>(rows, mean, valid, bk, dp, ptr(p, P.KC) + kt * bk * dp, ptr(p, P.KSCALE) + (kt << 2));
     }
   }
 }

@@ -25,8 +25,8 @@ export enum P {
   // set by input_range: max |x| of Q, K and V (f32), powers of two Q and K are multiplied by (i32
   // exponents), and the exponent subtracted from Stage 2's exponentials to keep P.V finite (f32)
   QMAX, KMAX, VMAX, QEXP, KEXP, VSHIFT,
-  // byte offsets of the buffers
-  Q, K, V, KMEAN, QC, QSUM, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT, TILEMAX,
+  // byte offsets of the buffers (VH: a KV cache's bfloat16 copy of V, which its sparse steps read; 0 for none)
+  Q, K, V, VH, KMEAN, QC, QSCALE, KC, KSCALE, QF, KF, QBAR, QSIM, KBAR, KSIM, MASK, OUT, TILEMAX,
   // key blocks per (batch, kv head) in the K-side buffers: NKB for a call, a KV cache's capacity
   KSTRIDE,
   // split-KV: each query tile's key blocks are cut into SPLITS ranges of SPAN blocks, whose partial

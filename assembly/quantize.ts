@@ -2,10 +2,11 @@
 // plus the FP32 packing of Q and K used by the dense path. Codes are laid out for the QK
 // microkernels (microkernels.ts): Q in groups of 4 rows interleaved by step, K in groups of 8 keys
 // interleaved along D, so that one broadcast of a Q channel (FP32), pair (i16 path) or quad
-// (relaxed dot) meets four keys in one vector instruction.
+// (relaxed dot) meets four keys in one vector instruction. K takes one byte per code on both
+// INT8 paths.
 import { P } from './params';
 import { param, paramf, ptr, hmax, truncInRange, transpose4 } from './simd';
-import { isRelaxedDot, kStepBytes, qRowBytes } from './microkernels';
+import { isRelaxedDot, qRowBytes } from './microkernels';
 
 const SIGN = i32x4.splat(0x80000000);
 /** transpose4's multiplier when it only moves data. */
@@ -87,31 +88,26 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
       const row = row0 + r;
       // The row's 4 bytes of each step go to lane (row & 3) of the group's step vector.
       const group = ptr(p, P.QC) + (row & ~3) * qRowBytes<T>(dp) + ((row & 3) << 2);
-      let sum = i16x8.splat(0);
       for (let d = 0; d < dp; d += 8) {
         const c = codes8(x + (<usize>d << 2), zero, inv);
         if (isRelaxedDot<T>()) {
-          const g = group + (<usize>d << 2), b = i8x16.narrow_i16x8_s(c, c);
-          v128.store32_lane(g, b, 0);
-          v128.store32_lane(g, b, 1, 16);
-          sum = i16x8.add(sum, c);
+          // Bytes: q+ of quads d and d+4, then q- of the same quads; a step holds a quad's q+
+          // vector, then its q- vector.
+          const b = i8x16.narrow_i16x8_u(i16x8.max_s(c, i16x8.splat(0)), i16x8.max_s(i16x8.neg(c), i16x8.splat(0)));
+          storeLanes(group + (<usize>d << 3), b, 32, 16, 48);
         } else {
           storeLanes(group + (<usize>d << 3), c, 16, 32, 48);
         }
-      }
-      if (isRelaxedDot<T>()) {
-        const s32 = i32x4.extadd_pairwise_i16x8_s(sum);
-        const s = i32x4.add(s32, v128.shuffle<i32>(s32, s32, 2, 3, 0, 1));
-        store<i32>(ptr(p, P.QSUM) + (row << 2), 127 * (i32x4.extract_lane(s, 0) + i32x4.extract_lane(s, 1)));
       }
     }
   }
 }
 
 /**
- * Q codes of one query block: tile = (b * H + h) * NQB + i. Writes QC rows (i16, or i8 for the
- * relaxed dot), QSCALE (dq * scale * log2 e) and, for the relaxed dot only, QSUM = 127 * sum(q8)
- * per row: the correction for the +127 shift of K codes (see quantize_k).
+ * Q codes of one query block: tile = (b * H + h) * NQB + i. Writes QC rows and QSCALE (dq * scale
+ * * log2 e). i16 path: i16 codes, vector = 4 rows x one D pair. Relaxed dot: the i8 x i7 dot's
+ * second operand must lie in [0, 127] for engines to agree, so each code q goes in as
+ * q+ = max(q, 0) and q- = max(-q, 0), and k.q = k.q+ - k.q-; a step is a quad, q+ vector then q-.
  */
 export function quantize_q(p: usize, t0: i32, t1: i32): void {
   if (param(p, P.QK_MODE)) quantizeQ<i8>(p, t0, t1);
@@ -124,7 +120,7 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
     const bhk = t / nkb, j = t - bhk * nkb;
     const row0 = <usize>t * bk;
     quantizeKeyBlock<T>(ptr(p, P.K) + (row0 * dp << 2), ptr(p, P.KMEAN) + (<usize>bhk * dp << 2), min(bk, nk - j * bk), bk, dp,
-      ptr(p, P.KC) + (row0 * dp << 1), ptr(p, P.KSCALE) + (<usize>t << 2));
+      ptr(p, P.KC) + row0 * dp, ptr(p, P.KSCALE) + (<usize>t << 2));
   }
 }
 
@@ -138,20 +134,21 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
   const inv = f32x4.splat(blockScale(amax));
   for (let r = 0; r < bk; r++) {
     const x = src + (<usize>r * dp << 2);
-    // Key r's 4 bytes of each step go to lane (r & 3) of the first or second vector of its
-    // 8-key group's step (blocks are multiples of 16 keys, so groups never straddle them).
-    const group = kc + (<usize>(r & ~7) * dp << 1) + <usize>((r >> 2) & 1) * kStepBytes<T>() + ((r & 3) << 2);
+    // Key r's codes of each step: the relaxed dot's quad goes to lane (r & 3) of the step's first
+    // or second vector; the i16 path's pair to 16-bit lane (r & 7) of the step's one vector.
+    const group = kc + <usize>(r & ~7) * dp
+      + (isRelaxedDot<T>() ? <usize>((r >> 2) & 1) * 16 + ((r & 3) << 2) : <usize>(r & 7) << 1);
     for (let d = 0; d < dp; d += 8) {
-      let c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
+      const c = r < rows ? codes8(x + (<usize>d << 2), mean + (<usize>d << 2), inv) : i16x8.splat(0);
+      const b = i8x16.narrow_i16x8_s(c, c), g = group + (<usize>d << 3);
       if (isRelaxedDot<T>()) {
-        const u = i16x8.add(c, i16x8.splat(127));
-        const ua = i16x8.shr_u(u, 1);
-        // Bytes: ua of quads d and d+4, then ub of the same quads; stored as ua, ub of quad d in
-        // one step, ua, ub of quad d+4 in the next.
-        c = v128.shuffle<i32>(i8x16.narrow_i16x8_u(ua, i16x8.sub(u, ua)), c, 0, 2, 1, 3);
-        storeLanes(group + (<usize>d << 4), c, 16, 64, 80);
+        v128.store32_lane(g, b, 0);
+        v128.store32_lane(g, b, 1, 32);
       } else {
-        storeLanes(group + (<usize>d << 4), c, 32, 64, 96);
+        v128.store16_lane(g, b, 0);
+        v128.store16_lane(g, b, 1, 16);
+        v128.store16_lane(g, b, 2, 32);
+        v128.store16_lane(g, b, 3, 48);
       }
     }
   }
@@ -159,10 +156,8 @@ export function quantize_q(p: usize, t0: i32, t1: i32): void {
 
 /**
  * K codes of one key block of the smoothed K' = K - mean: tile = (b * HKV + hk) * NKB + j.
- * i16 path: i16 codes, vector = 4 keys x one D pair (for i32x4.dot_i16x8_s).
- * Relaxed dot: u = k8 + 127 in [0, 254] is split into ua = u >> 1 and ub = u - ua, both in [0, 127],
- * so that the i8 x i7 dot sees a second operand inside its portable range on every engine;
- * vector = 4 keys x one D quad, ua then ub. The +127 is undone with QSUM.
+ * i16 path: vector = 8 keys x one D pair, widened to i16 by the kernel.
+ * Relaxed dot: vector = 4 keys x one D quad, the dot's signed operand.
  */
 export function quantize_k(p: usize, t0: i32, t1: i32): void {
   if (param(p, P.QK_MODE)) quantizeK<i8>(p, t0, t1);

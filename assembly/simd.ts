@@ -113,3 +113,27 @@ const ROUND = f32x4.splat(12582912.0 + 127.0);
 @inline export function exp2s(x: f32): f32 {
   return f32x4.extract_lane(exp2v(f32x4.splat(x)), 0);
 }
+
+// bfloat16: a float32's upper 16 bits. A KV cache keeps such a copy of V for its sparse steps
+// (src/kvcache.ts, sparseValues), which are bound by reading V: half the bytes of FP32.
+const BF16_EXP = i32x4.splat(0x7f800000);
+
+/** 8 floats (a, then b) rounded to bfloat16, to nearest even; a value that would round past float32's range is truncated instead. */
+@inline export function bf16x8(a: v128, b: v128): v128 {
+  return v128.shuffle<i16>(bf16Round(a), bf16Round(b), 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
+@inline function bf16Round(x: v128): v128 {
+  const r = i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), v128.and(i32x4.shr_u(x, 16), i32x4.splat(1)));
+  return v128.bitselect(x, r, i32x4.eq(v128.and(r, BF16_EXP), BF16_EXP));
+}
+
+/** Lanes 0-3 of 8 bfloat16 values as floats (exact). */
+@inline export function bf16Low(x: v128): v128 {
+  return v128.shuffle<i16>(i16x8.splat(0), x, 0, 8, 1, 9, 2, 10, 3, 11);
+}
+
+/** Lanes 4-7 of 8 bfloat16 values as floats (exact). */
+@inline export function bf16High(x: v128): v128 {
+  return v128.shuffle<i16>(i16x8.splat(0), x, 4, 12, 5, 13, 6, 14, 7, 15);
+}

@@ -95,7 +95,7 @@ export async function measureKernels(module: BenchModule, o: KernelOptions): Pro
     rows.push({ module, kind: t.kind, name: t.name, ms, gops: t.ops / ms / 1e6, peak: t.peak });
   }
   const widen = rows.find((r) => r.name === RELAXED_WIDEN);
-  // The relaxed QK kernel spends two of those dots on 16 MACs (K's codes split into two halves in
+  // The relaxed QK kernel spends two of those dots on 16 MACs (Q's codes split into q+ and q- in
   // [0, 127]), so the peak of its mix is half that loop's rate.
   if (widen) rows.push({ ...widen, name: RELAXED_MIX, gops: widen.gops / 2 });
   for (const r of rows) {
@@ -125,17 +125,17 @@ function peakTasks(k: Exports, module: BenchModule): Task[] {
 /** Microkernel tiles at D = 64: 4 query rows against a 64-key block, 4 * 64 * 64 MACs a pass. */
 function tileTasks(k: Exports, module: BenchModule, memory: WebAssembly.Memory): Task[] {
   const DP = 64, BK = 64, MACS = 4 * BK * DP, tileOps = 2 * MACS * TILE_ITERS;
-  const Q = 65536, KB = Q + 4096, S = KB + 16384, O = S + 4096, V = O + 4096, ALPHA = V + 32768, X = ALPHA + 64, CORR = X + 4096;
+  const Q = 65536, KB = Q + 4096, S = KB + 16384, O = S + 4096, V = O + 4096, ALPHA = V + 32768, X = ALPHA + 64;
   const QF = X + 4096, KF = QF + 4 * DP * 4;
   const r = rng(1);
   const i8 = new Int8Array(memory.buffer), u8 = new Uint8Array(memory.buffer), f32 = new Float32Array(memory.buffer);
   const fill = (at: number, n: number, f: () => number, to: Int8Array | Uint8Array | Float32Array) => {
     for (let i = 0; i < n; i++) to[at + i] = f();
   };
-  // Q codes in [-127, 127]; K bytes in [0, 127], valid for both INT8 paths (i16 codes or the
-  // relaxed dot's split halves).
-  fill(Q, 4 * DP * 2, () => Math.round(r() * 254 - 127), i8);
-  fill(KB, BK * DP * 2, () => Math.floor(r() * 128), u8);
+  // Q bytes in [0, 127], valid for both INT8 paths (low and high bytes of i16 codes, or the
+  // relaxed dot's q+ and q- parts); K codes in [-127, 127].
+  fill(Q, 4 * DP * 2, () => Math.floor(r() * 128), u8);
+  fill(KB, BK * DP, () => Math.round(r() * 254 - 127), i8);
   fill(V >> 2, BK * DP, () => r() - 0.5, f32);
   fill(S >> 2, 4 * BK, r, f32);
   fill(ALPHA >> 2, 4, () => 0.5, f32);
@@ -148,7 +148,7 @@ function tileTasks(k: Exports, module: BenchModule, memory: WebAssembly.Memory):
     const tile = (name: string, peak: string, run: () => void): Task => ({ kind: 'tile', name: `${name}, splat by ${splat}`, ops: tileOps, peak, run });
     tasks.push(tile('QK INT8, i16 dot', I16_MIX, () => k.bench_qk_i16(Q, KB, DP, BK, S, TILE_ITERS, shuf)));
     if (module === 'relaxed') {
-      tasks.push(tile('QK INT8, relaxed dot', RELAXED_MIX, () => k.bench_qk_relaxed(Q, KB, DP, BK, CORR, S, TILE_ITERS, shuf)));
+      tasks.push(tile('QK INT8, relaxed dot', RELAXED_MIX, () => k.bench_qk_relaxed(Q, KB, DP, BK, S, TILE_ITERS, shuf)));
     }
     tasks.push(tile('QK FP32 (dense)', f32Peak(module), () => k.bench_qk_f32(QF, KF, DP, BK, S, TILE_ITERS, shuf)));
     tasks.push(tile('P.V', f32Peak(module), () => k.bench_pv(O, S, V, DP, BK, ALPHA, TILE_ITERS, shuf)));

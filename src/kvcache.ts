@@ -1,6 +1,7 @@
 // A KV cache for chunked prefill and decoding: the keys and values of one sequence live in the
-// engine's memory in the layouts the kernels read (packed FP32 keys, V rows, and per key block its
-// INT8 codes, pooled key and self-similarity), made once as tokens arrive (assembly/kvcache.ts).
+// engine's memory in the layouts the kernels read (packed FP32 keys, V rows and their bfloat16
+// copy for sparse steps, and per key block its INT8 codes, pooled key and self-similarity), made
+// once as tokens arrive (assembly/kvcache.ts).
 // A call over the cache writes only its queries and reads only the blocks it attends to: its
 // serial work is O(new tokens + output), never O(history).
 //
@@ -34,6 +35,12 @@ export interface KVCacheOptions {
    * true; softmax is unchanged by it, the codes' error is smaller)
    */
   smoothK?: boolean;
+  /**
+   * The values a sparse step (at most 4 query rows) reads: 'bf16' (default), a bfloat16 copy kept
+   * beside the FP32 values, half the bytes to read, each value within 2^-9 of itself relatively;
+   * 'fp32' keeps no copy (a fifth less memory). Dense calls and longer queries read FP32.
+   */
+  sparseValues?: 'bf16' | 'fp32';
 }
 
 export interface AppendOptions {
@@ -73,6 +80,7 @@ export class KVCacheImpl implements KVCache {
   readonly blockK: number;
   private readonly layout: Layout;
   private readonly smoothK: boolean;
+  private readonly bf16Values: boolean;
   private readonly dp: number;
   /** blocks per kv head that the region holds */
   private blocks: number;
@@ -87,13 +95,17 @@ export class KVCacheImpl implements KVCache {
   private disposed = false;
 
   constructor(private readonly live: () => Engine, options: KVCacheOptions) {
-    const o = checkOptions(options, ['heads', 'headDim', 'capacity', 'blockK', 'layout', 'smoothK']);
+    const o = checkOptions(options, ['heads', 'headDim', 'capacity', 'blockK', 'layout', 'smoothK', 'sparseValues']);
     this.heads = checkCount('heads', o.heads, undefined);
     this.headDim = checkCount('headDim', o.headDim, undefined);
     if (this.headDim > 1024) throw new RangeError(`options.headDim must be at most 1024, got ${this.headDim}`);
     this.blockK = checkBlock('options.blockK', o.blockK, 64);
     this.layout = checkLayout(o.layout);
     this.smoothK = checkBool('smoothK', o.smoothK, true);
+    if (o.sparseValues !== undefined && o.sparseValues !== 'bf16' && o.sparseValues !== 'fp32') {
+      throw new (typeof o.sparseValues === 'string' ? RangeError : TypeError)(`options.sparseValues must be 'bf16' or 'fp32', got ${String(o.sparseValues)}`);
+    }
+    this.bf16Values = o.sparseValues !== 'fp32';
     this.blocks = Math.ceil(checkCount('capacity', o.capacity, DEFAULT_CAPACITY) / this.blockK);
     this.dp = Math.ceil(this.headDim / 8) * 8;
     live();
@@ -384,7 +396,8 @@ export class KVCacheImpl implements KVCache {
       // Bytes per block of each per-block buffer, each kv head's blocks contiguous; KPSUM has one
       // row more per head than blocks (the sum after the last).
       const perBlock: [P, number, number][] = [
-        [P.KF, bk * dp * 4, 0], [P.V, bk * dp * 4, 0], [P.KC, bk * dp * 2, 0], [P.KSCALE, 4, 0], [P.KBAR, dp * 4, 0], [P.KSIM, 4, 0], [P.KPSUM, dp * 4, 1],
+        [P.KF, bk * dp * 4, 0], [P.V, bk * dp * 4, 0], [P.KC, bk * dp, 0], [P.KSCALE, 4, 0], [P.KBAR, dp * 4, 0], [P.KSIM, 4, 0], [P.KPSUM, dp * 4, 1],
+        ...(this.bf16Values ? [[P.VH, bk * dp * 2, 0] as [P, number, number]] : []),
       ];
       for (const [slot, bytes, extra] of perBlock) {
         for (let h = 0; h < this.heads; h++) {
@@ -403,8 +416,9 @@ export class KVCacheImpl implements KVCache {
   private layoutOf(engine: Engine, blocks: number): CacheRegion & { base: number } {
     const n = this.heads * blocks, bk = this.blockK, dp = this.dp;
     const sizes: [P, number][] = [
-      [P.KF, n * bk * dp * 4], [P.V, n * bk * dp * 4], [P.KC, n * bk * dp * 2], [P.KSCALE, n * 4],
+      [P.KF, n * bk * dp * 4], [P.V, n * bk * dp * 4], [P.KC, n * bk * dp], [P.KSCALE, n * 4],
       [P.KBAR, n * dp * 4], [P.KSIM, n * 4], [P.KMEAN, (this.heads + 1) * dp * 4], [P.KPSUM, (n + this.heads) * dp * 4],
+      ...(this.bf16Values ? [[P.VH, n * bk * dp * 2] as [P, number]] : []),
     ];
     const align = (x: number) => Math.ceil(x / 64) * 64;
     const total = sizes.reduce((a, [, b]) => a + align(b), 0);

@@ -108,10 +108,9 @@ export function plan(d: Dims, job: Job, workers: number, scratch: number, o: Pla
   }
   if (job === 'sparse') {
     at[P.QC] = take(qRows * d.DP * 2);
-    at[P.QSUM] = take(qRows * 4);
     at[P.QSCALE] = take(qBlocks * 4);
     if (kSide) {
-      at[P.KC] = take(kRows * d.DP * 2);
+      at[P.KC] = take(kRows * d.DP);
       at[P.KSCALE] = take(kBlocks * 4);
     }
   }

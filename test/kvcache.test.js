@@ -43,9 +43,9 @@ function problem(H, Hkv, N, D, seed) {
   return { H, Hkv, N, D, q: gaussian(H * N * D, seed), k: gaussian(Hkv * N * D, seed + 1), v: gaussian(Hkv * N * D, seed + 2) };
 }
 
-/** FP64 attention of each head's last query row over the key blocks its mask row keeps ([H, 1, D] as a flat array). */
-function maskedF64({ q, k, v, H, N, D }, mask, G) {
-  const nk = mask.dims.at(-1), bk = Math.ceil(N / nk), out = new Float64Array(H * D), scale = 1 / Math.sqrt(D);
+/** FP64 attention of each head's last query row over the key blocks (of bk keys) its mask row keeps ([H, 1, D] as a flat array). */
+function maskedF64({ q, k, v, H, N, D }, mask, G, bk = 64) {
+  const nk = mask.dims.at(-1), out = new Float64Array(H * D), scale = 1 / Math.sqrt(D);
   for (let h = 0; h < H; h++) {
     const hk = Math.floor(h / G), qo = (h * N + N - 1) * D;
     const keys = [];
@@ -159,6 +159,38 @@ test('GQA one-row steps, where a group\'s query heads share their kv head\'s rea
     assert.ok(l1(a.data, b.data) < 1e-6, `dense: ${l1(a.data, b.data)}`);
     await grouped.dispose();
     await copied.dispose();
+  }
+});
+
+test('sparseValues: sparse steps read a bfloat16 copy of V (within 2^-8 of FP32 per value), \'fp32\' keeps none; other calls read FP32', async () => {
+  const H = 8, Hkv = 2, G = 4, N = 2500, D = 40;
+  const x = problem(H, Hkv, N, D, 79);
+  for (const e of engines) {
+    const caches = {};
+    for (const sparseValues of ['bf16', 'fp32']) {
+      caches[sparseValues] = e.createKVCache({ heads: Hkv, headDim: D, capacity: 256, sparseValues });
+      await caches[sparseValues].append(tensor(x.k, [Hkv, N, D]), tensor(x.v, [Hkv, N, D]));
+    }
+    const q = rows(x.q, H, N, D, N - 1, N);
+    for (const opts of [{ topk: 0.1 }, { topk: [0.05, 0.1, 0.2, 0.3, 0.5, 0.1, 0.1, 1], pvThreshold: 8 }]) {
+      const a = await caches.bf16.attention(q, { causal: true, returnMask: true, ...opts });
+      const b = await caches.fp32.attention(q, { causal: true, returnMask: true, ...opts });
+      assert.equal(Array.from(a.mask.data), Array.from(b.mask.data));
+      const diff = l1(a.output.data, b.output.data);
+      assert.ok(diff > 0 && diff < 4e-3, `${JSON.stringify(opts)}: bf16 against fp32 ${diff}`);
+      // Each head attends over exactly its mask's blocks, whether its group's other heads keep a block or not.
+      if (!opts.pvThreshold) {
+        for (const r of [a, b]) assert.ok(l1(r.output.data, maskedF64(x, r.mask, G)) < 0.02, `${JSON.stringify(opts)}: against FP64 over the same blocks`);
+      }
+    }
+    // Longer queries and dense calls read the FP32 values.
+    const q8 = rows(x.q, H, N, D, N - 8, N);
+    const [a8, b8] = [await caches.bf16.attention(q8, { causal: true, topk: 0.2 }), await caches.fp32.attention(q8, { causal: true, topk: 0.2 })];
+    assert.equal(Array.from(a8.output.data), Array.from(b8.output.data));
+    const [ad, bd] = [await caches.bf16.denseAttention(q, { causal: true }), await caches.fp32.denseAttention(q, { causal: true })];
+    assert.equal(Array.from(ad.data), Array.from(bd.data));
+    await caches.bf16.dispose();
+    await caches.fp32.dispose();
   }
 });
 
@@ -318,6 +350,8 @@ test('bad input is refused with the argument named, and the cache and engine sta
   assert.throws(() => e.createKVCache({ heads: 2 }), /options\.headDim must be a positive integer/);
   assert.throws(() => e.createKVCache({ heads: 2, headDim: 8, blockK: 40 }), /options\.blockK must be a multiple of 16/);
   assert.throws(() => e.createKVCache({ heads: 2, headDim: 8, sink: true }), /options\.sink is not an option/);
+  assert.throws(() => e.createKVCache({ heads: 2, headDim: 8, sparseValues: 'f16' }), (x) => x instanceof RangeError && /options\.sparseValues must be 'bf16' or 'fp32', got f16/.test(x.message));
+  assert.throws(() => e.createKVCache({ heads: 2, headDim: 8, sparseValues: true }), (x) => x instanceof TypeError && /options\.sparseValues/.test(x.message));
   await rejects(() => cache.attention(kv(1)), RangeError, /KV cache is empty/);
   await rejects(() => cache.append(kv(3, 4), kv(3, 4)), RangeError, /k must have the cache's 2 heads, got 4/);
   await rejects(() => cache.append(kv(3, 2, 16), kv(3, 2, 16)), RangeError, /k head dim must be the cache's 8, got 16/);
