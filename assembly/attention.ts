@@ -131,10 +131,6 @@ type Block = f64;
       if (step && one) mul = laneOf(mul, r);
       const valid = min(bk, nk - key0);
 
-      // A decode step's tile (one row group) finds its blocks in memory, not in cache: loading a
-      // line of each of the block's V rows first overlaps those misses with QK's arithmetic,
-      // where PV's own loads would wait for them.
-      if (step) touched ^= touch(vp, <usize>bk * vRowBytes);
       for (let rg = 0; rg < rows; rg += ROWS) {
         // S's vectors: one per key, its lanes the 4 rows; or for one row, 4 keys each, so that the
         // softmax exponentiates each key once rather than in four identical lanes.
@@ -142,6 +138,10 @@ type Block = f64;
         let mb = NEG_INF;
         for (let g = 0; g < bk; g += 8) {
           const kg = kp + <usize>g * keyBytes;
+          // A decode step's tile (one row group) finds its blocks in memory, not in cache: loading
+          // a line of each V row as QK passes its key overlaps those misses with QK's arithmetic,
+          // where PV's own loads would wait for them.
+          if (step) touched ^= touch(vp + <usize>g * vRowBytes, 8 * vRowBytes);
           mb = f32x4.pmax(mb, one ? qk_1x8<T>(step ? q + (<usize>r << 2) : q, kg, steps, mul, s + (<usize>g << 2))
             : qk_4x8<T, B>(q + <usize>rg * qBytes, kg, steps, mul, s + (<usize>g << 4)));
         }
