@@ -3,7 +3,8 @@
 // workers take tiles from atomic counters (tiles.ts), so uneven sparsity balances itself. The
 // calling thread takes tiles too for its first millisecond, and wakes the workers only once the
 // call looks longer than waking them costs: a short call (a decode step of a small model) is done
-// on it alone. The next call first makes sure every worker woken has passed the previous one. No
+// on it alone. While it takes tiles it counts as one of the N threads: the last worker is woken
+// when it leaves. The next call first makes sure every worker woken has passed the previous one. No
 // message is posted per call: a worker posts one only to a caller that has stopped taking tiles
 // and waits, or to carry an error.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
@@ -104,8 +105,9 @@ export class Pool {
   private readonly ctl: Int32Array;
   private readonly names: Map<string, number>;
   private job = 0;
-  /** the last job posted to the workers (a short call runs on the calling thread alone) */
+  /** the last job posted to the workers (a short call runs on the calling thread alone), and to how many of them */
   private posted = 0;
+  private postedTo = 0;
   /** per list of stages (kernels and tiles), whether its last call ran longer than WAKE_MS on the calling thread */
   private readonly long = new Map<string, boolean>();
   private closed = false;
@@ -182,7 +184,7 @@ export class Pool {
   async run(params: number, stages: readonly Stage[], signal?: AbortSignal, caller?: Kernels): Promise<void> {
     if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
     // Workers still passing the barriers of the last call posted to them must not see this one's counters.
-    await this.settle(this.posted, this.slots.slice());
+    await this.settle(this.posted, this.slots.slice(0, this.postedTo));
     await Promise.all(this.slots.map((s) => s.ready));
     signal?.throwIfAborted();
     const ctl = this.ctl;
@@ -203,27 +205,33 @@ export class Pool {
     const job = ++this.job;
     // This call's workers; one that dies is replaced in this.slots.
     const slots = this.slots.slice();
-    // Posting the job: an atomic store and a notify per worker, tens of microseconds of the
-    // calling thread on a VM, and as long again before a worker runs.
-    const post = () => {
-      if (this.posted === job) return;
+    // Posting the job to workers [0, n): an atomic store and a notify each, tens of microseconds
+    // of the calling thread on a VM, and as long again before a worker runs. While the calling
+    // thread takes tiles it counts as one of the threads, so the last worker waits until it
+    // leaves: with one thread more than asked for, on a machine with no core to spare, the
+    // scheduler preempts one in the middle of a stage that the others then wait for (README,
+    // Threads: 2-core decode steps).
+    let sent = 0;
+    const post = (n = slots.length) => {
       this.posted = job;
-      for (let i = 0; i < slots.length; i++) {
-        Atomics.store(ctl, jobOf(i), job);
-        Atomics.notify(ctl, jobOf(i));
+      for (; sent < n; sent++) {
+        Atomics.store(ctl, jobOf(sent), job);
+        Atomics.notify(ctl, jobOf(sent));
       }
+      this.postedTo = sent;
     };
+    const helpers = caller ? slots.length - 1 : slots.length;
     // A call like one that ran long (a decode loop repeats its stages) wakes them at once.
-    if (!caller || this.long.get(key)) post();
+    if (!caller || this.long.get(key)) post(helpers);
     if (caller) {
       let share;
       const t0 = performance.now();
       try {
         // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
-        share = runShared(caller, ctl, params, stages, this.size, t0 + CALLER_MS, { ms: WAKE_MS, run: post });
+        share = runShared(caller, ctl, params, stages, this.size, t0 + CALLER_MS, { ms: WAKE_MS, run: () => post(helpers) });
       } catch (e) {
         abortShared(ctl);
-        await this.settle(this.posted, slots);
+        await this.settle(this.posted, slots.slice(0, this.postedTo));
         const err = e as Error;
         throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
       }
@@ -281,7 +289,7 @@ export class Pool {
   }
 
   async close(): Promise<void> {
-    await this.settle(this.posted, this.slots.slice());
+    await this.settle(this.posted, this.slots.slice(0, this.postedTo));
     this.closed = true;
     // Each worker leaves its loop first: a worker blocked in Atomics.wait is not every runtime's to interrupt.
     for (let i = 0; i < this.slots.length; i++) {
