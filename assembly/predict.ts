@@ -137,11 +137,13 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     const ksim = ptr(p, P.KSIM) + (<usize>bhk * kstride << 2);
     const last = lastKeyBlock(p, i);
 
-    if (heads == 1) blockProbs(p, bh0 * nqb + i, kbar, ksim, last, prob);
+    // One head's top-k needs only the order of its scores, which exp keeps; the CDF rule and a
+    // group's mean need the probabilities.
+    if (heads == 1) blockProbs(p, bh0 * nqb + i, kbar, ksim, last, prob, cdf);
     else {
       for (let j = 0; j < nkb; j++) store<f64>(prob + (<usize>j << 3), 0);
       for (let r = 0; r < heads; r++) {
-        blockProbs(p, (bh0 + r) * nqb + i, kbar, ksim, last, one);
+        blockProbs(p, (bh0 + r) * nqb + i, kbar, ksim, last, one, true);
         for (let j = 0; j < nkb; j++) {
           const at = <usize>j << 3;
           store<f64>(prob + at, load<f64>(prob + at) + load<f64>(one + at) / <f64>heads);
@@ -198,8 +200,11 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
   }
 }
 
-/** Query tile tq's pooled probabilities over its kv head's key blocks (softmax of the compressed scores) into prob. */
-@inline function blockProbs(p: usize, tq: i32, kbar: usize, ksim: usize, last: i32, prob: usize): void {
+/**
+ * Query tile tq's pooled probabilities over its kv head's key blocks (softmax of the compressed
+ * scores) into prob; without `normalize`, the scores themselves (-Infinity for blocks not scored).
+ */
+@inline function blockProbs(p: usize, tq: i32, kbar: usize, ksim: usize, last: i32, prob: usize, normalize: bool): void {
   const dp = param(p, P.DP), nkb = param(p, P.NKB), scale = paramf(p, P.SCALE);
   const thr = headParamf(p, (tq / param(p, P.NQB)) % param(p, P.H), Head.SIM);
   const qbar = ptr(p, P.QBAR) + (<usize>tq * dp << 2);
@@ -212,6 +217,7 @@ export function predict(p: usize, t0: i32, t1: i32, worker: i32): void {
     store<f64>(prob + (<usize>j << 3), s);
     top = max(top, s);
   }
+  if (!normalize) return;
   let sum = 0.0;
   for (let j = 0; j < nkb; j++) {
     const e = top == -Infinity ? 0.0 : Math.exp(load<f64>(prob + (<usize>j << 3)) - top);
