@@ -118,7 +118,7 @@ const ROUND = f32x4.splat(12582912.0 + 127.0);
 // (src/kvcache.ts, sparseValues), which are bound by reading V: half the bytes of FP32.
 const BF16_EXP = i32x4.splat(0x7f800000);
 
-/** 8 floats (a, then b) rounded to bfloat16, to nearest even; a value that would round past float32's range is truncated instead. */
+/** 8 floats (a, then b) rounded to bfloat16, to nearest with ties to even; a value that would round past float32's range is truncated instead. */
 @inline export function bf16x8(a: v128, b: v128): v128 {
   return v128.shuffle<i16>(bf16Round(a), bf16Round(b), 1, 3, 5, 7, 9, 11, 13, 15);
 }

@@ -37,7 +37,7 @@ export interface KVCacheOptions {
   smoothK?: boolean;
   /**
    * The values a sparse step (at most 4 query rows) reads: 'bf16' (default), a bfloat16 copy kept
-   * beside the FP32 values, half the bytes to read, each value within 2^-9 of itself relatively;
+   * beside the FP32 values, half the bytes to read, each value's relative error at most 2^-9;
    * 'fp32' keeps no copy (a fifth less memory). Dense calls and longer queries read FP32.
    */
   sparseValues?: 'bf16' | 'fp32';
@@ -446,7 +446,7 @@ export class KVCacheImpl implements KVCache {
 /**
  * The query block of a call with n rows: blockQ, or for fewer rows the multiple of 16 that holds
  * them (one block either way, so the same mask and output): a decode step's padding rows are
- * cleared and read by the kernels, 127 of them per head at blockQ 128.
+ * cleared and read by the kernels, 63 of them per head at the default blockQ of 64.
  */
 function queryBlock(bq: number, n: number): number {
   return Math.min(bq, Math.ceil(n / 16) * 16);
