@@ -6,7 +6,7 @@ import {
   checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal, checkOrder,
 } from './checks.js';
 import type { TokenOrder } from './order.js';
-import { type Dims, type Job, type Plan, type PlanOptions, MAX_BYTES, PAGE, Regions, dimsOf, plan, queryBlock, writeParams } from './memory.js';
+import { type Dims, type Job, type Plan, type PlanOptions, MAX_BYTES, PAGE, Regions, dimsOf, plan, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
 import type { Pool } from './pool.js';
@@ -277,7 +277,7 @@ export class Engine {
     const scale = checkNumber('scale', o.scale, 1 / Math.sqrt(pr.q.D), 0, Infinity, '()');
     const bq = blockQ ?? checkBlock('options.blockQ', o.blockQ, DEFAULT_BLOCK_Q);
     const bk = blockK ?? checkBlock('options.blockK', o.blockK, DEFAULT_BLOCK_K);
-    const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, queryBlock(bq, pr.q.N), bk);
+    const dims = dimsOf(pr.q.B, pr.q.H, pr.k.H, pr.q.N, pr.k.N, pr.q.D, bq, bk);
     const output = needV ? checkOutput(o.output, pr.q.B * pr.q.H * pr.q.N * pr.q.D) : undefined;
     const returnLse = needV ? checkBool('returnLse', o.returnLse, false) : false;
     const perm = checkOrder(o.order, pr.q, pr.k, causal);

@@ -17,7 +17,7 @@ import {
   type Engine, type Call, type AttentionResult, type Tensor, type TensorWithLse, type SpargeOptions, type DenseOptions,
   SPARGE_KEYS, DENSE_KEYS, DEFAULT_BLOCK_Q, allowedBlocks, checkDensePrecision, denseKernel,
 } from './engine.js';
-import { type CacheRegion, type Job, dimsOf, queryBlock } from './memory.js';
+import { type CacheRegion, type Job, dimsOf } from './memory.js';
 import type { Stage } from './tiles.js';
 
 export interface KVCacheOptions {
@@ -441,6 +441,15 @@ export class KVCacheImpl implements KVCache {
     for (let h = 0; h < this.heads; h++) new Uint8Array(engine.memory.buffer, at[P.KPSUM]! + h * (blocks + 1) * dp * 4, dp * 4).fill(0);
     return { at, base };
   }
+}
+
+/**
+ * The query block of a call with n rows: blockQ, or for fewer rows the multiple of 16 that holds
+ * them (one block either way, so the same mask and output): a decode step's padding rows are
+ * cleared and read by the kernels, 63 of them per head at the default blockQ of 64.
+ */
+function queryBlock(bq: number, n: number): number {
+  return Math.min(bq, Math.ceil(n / 16) * 16);
 }
 
 function checkCount(name: string, x: unknown, dflt: number | undefined): number {

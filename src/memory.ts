@@ -47,15 +47,6 @@ export interface PlanOptions {
   newRows?: number;
 }
 
-/**
- * The query block of a call with n rows: blockQ, or for fewer rows the multiple of 16 that holds
- * them (one block either way, so the same mask and output): a decode step's padding rows are
- * cleared and read by the kernels, 63 of them per head at the default blockQ of 64.
- */
-export function queryBlock(bq: number, n: number): number {
-  return Math.min(bq, Math.ceil(n / 16) * 16);
-}
-
 export function dimsOf(B: number, H: number, HKV: number, NQ: number, NK: number, D: number, BQ: number, BK: number): Dims {
   return {
     B, H, HKV, NQ, NK, D, BQ, BK,
