@@ -6,7 +6,7 @@
 // (attention.ts), which the final division by the weights' sum undoes. Calls whose scores
 // themselves could leave float32's range are refused (STATUS 2) and TypeScript names the bound.
 import { P } from './params';
-import { param, ptr } from './simd';
+import { param, ptr, qRowsRead } from './simd';
 
 /** Bytes of one tile. */
 const TILE: usize = 1 << 16;
@@ -22,8 +22,30 @@ const SCORE_LIMIT = 125;
   return <i32>((bytes + TILE - 1) / TILE);
 }
 
-@inline function qBytes(p: usize): usize {
-  return <usize>param(p, P.B) * param(p, P.H) * param(p, P.NQB) * param(p, P.BQ) * param(p, P.DP) << 2;
+// Q's tiles cover only the rows that kernels read (qRowsRead), head by head: several heads' rows to
+// a tile, or one head's rows over several tiles.
+@inline function qHeads(p: usize): i32 {
+  return param(p, P.B) * param(p, P.H);
+}
+
+@inline function qHeadBytes(p: usize): usize {
+  const nqb = param(p, P.NQB);
+  return <usize>((nqb - 1) * param(p, P.BQ) + qRowsRead(p, nqb - 1)) * param(p, P.DP) << 2;
+}
+
+@inline function qHeadStride(p: usize): usize {
+  return <usize>param(p, P.NQB) * param(p, P.BQ) * param(p, P.DP) << 2;
+}
+
+/** Heads per Q tile; 0 where one head takes several tiles. */
+@inline function qHeadsPerTile(p: usize): i32 {
+  const hb = qHeadBytes(p);
+  return hb > 0 && hb <= TILE ? <i32>(TILE / hb) : 0;
+}
+
+@inline function qTiles(p: usize): i32 {
+  const per = qHeadsPerTile(p);
+  return per > 0 ? (qHeads(p) + per - 1) / per : qHeads(p) * tilesOf(qHeadBytes(p));
 }
 
 // A KV cache's keys and values were checked when appended (TypeScript keeps their maxima).
@@ -32,38 +54,54 @@ const SCORE_LIMIT = 125;
   return <usize>param(p, P.B) * param(p, P.HKV) * param(p, P.NKB) * param(p, P.BK) * param(p, P.DP) << 2;
 }
 
-/** Tiles of input_max: the Q buffer's, then K's, then V's (when the call has V). */
+/** Tiles of input_max: Q's, then K's, then V's (when the call has V). */
 export function input_max_tiles(p: usize): i32 {
-  return tilesOf(qBytes(p)) + tilesOf(kBytes(p)) * (ptr(p, P.V) != 0 ? 2 : 1);
+  return qTiles(p) + tilesOf(kBytes(p)) * (ptr(p, P.V) != 0 ? 2 : 1);
 }
 
 /** Tiles of prescale: Q's and K's. */
 export function prescale_tiles(p: usize): i32 {
-  return tilesOf(qBytes(p)) + tilesOf(kBytes(p));
+  return qTiles(p) + tilesOf(kBytes(p));
 }
 
-// Input tile t covers [tileStart, tileStart + tileBytes): Q's tiles first, then K's, then V's.
+// Input tile t is tileRuns runs of tileBytes bytes, the first at tileStart, each Q's head stride
+// after the last: Q's tiles first (the rows of each head that kernels read), then K's and V's
+// (their whole buffers, 64 KiB at a time).
+@inline function tileRuns(p: usize, t: i32): i32 {
+  const per = qHeadsPerTile(p);
+  return t < qTiles(p) && per > 0 ? min(per, qHeads(p) - t * per) : 1;
+}
+
 @inline function tileStart(p: usize, t: i32): usize {
-  const tq = tilesOf(qBytes(p)), tk = tilesOf(kBytes(p));
-  if (t < tq) return ptr(p, P.Q) + <usize>t * TILE;
+  const tq = qTiles(p), tk = tilesOf(kBytes(p));
+  if (t < tq) {
+    const per = qHeadsPerTile(p), n = tilesOf(qHeadBytes(p));
+    if (per > 0) return ptr(p, P.Q) + <usize>(t * per) * qHeadStride(p);
+    return ptr(p, P.Q) + <usize>(t / n) * qHeadStride(p) + <usize>(t % n) * TILE;
+  }
   if (t < tq + tk) return ptr(p, P.K) + <usize>(t - tq) * TILE;
   return ptr(p, P.V) + <usize>(t - tq - tk) * TILE;
 }
 
 @inline function tileBytes(p: usize, t: i32): usize {
-  const tq = tilesOf(qBytes(p));
-  const i = t < tq ? t : (t - tq) % tilesOf(kBytes(p));
-  const size = t < tq ? qBytes(p) : kBytes(p);
-  return min(TILE, size - <usize>i * TILE);
+  const tq = qTiles(p);
+  if (t < tq) {
+    const hb = qHeadBytes(p);
+    return qHeadsPerTile(p) > 0 ? hb : min(TILE, hb - <usize>(t % tilesOf(hb)) * TILE);
+  }
+  return min(TILE, kBytes(p) - <usize>((t - tq) % tilesOf(kBytes(p))) * TILE);
 }
 
 /** TILEMAX[t] = max |bits| of tile t (as integers, so one maximum finds NaN, Infinity and max |x|). */
 export function input_max(p: usize, t0: i32, t1: i32): void {
-  const abs = i32x4.splat(0x7fffffff);
+  const abs = i32x4.splat(0x7fffffff), stride = qHeadStride(p);
   for (let t = t0; t < t1; t++) {
-    const at = tileStart(p, t), end = at + tileBytes(p, t);
+    const at = tileStart(p, t), bytes = tileBytes(p, t);
     let m = i32x4.splat(0);
-    for (let o = at; o < end; o += 16) m = i32x4.max_s(m, v128.and(load<v128>(o), abs));
+    for (let r = 0; r < tileRuns(p, t); r++) {
+      const from = at + <usize>r * stride, end = from + bytes;
+      for (let o = from; o < end; o += 16) m = i32x4.max_s(m, v128.and(load<v128>(o), abs));
+    }
     m = i32x4.max_s(m, v128.shuffle<i32>(m, m, 2, 3, 0, 1));
     store<i32>(ptr(p, P.TILEMAX) + (<usize>t << 2), max(i32x4.extract_lane(m, 0), i32x4.extract_lane(m, 1)));
   }
@@ -103,7 +141,7 @@ export function input_max(p: usize, t0: i32, t1: i32): void {
  */
 export function input_range(p: usize, t0: i32, t1: i32): void {
   if (t0 >= t1) return;
-  const tq = tilesOf(qBytes(p)), tk = tilesOf(kBytes(p));
+  const tq = qTiles(p), tk = tilesOf(kBytes(p));
   const hasV = ptr(p, P.V) != 0, cached = param(p, P.CACHED) != 0;
   const bq = maxOf(p, 0, tq);
   const bk = cached ? param(p, P.KMAX) : maxOf(p, tq, tq + tk);
@@ -142,12 +180,15 @@ export function input_range(p: usize, t0: i32, t1: i32): void {
 
 /** Multiplies Q's tiles by 2^QEXP and K's by 2^KEXP where input_range chose to. */
 export function prescale(p: usize, t0: i32, t1: i32): void {
-  const tq = tilesOf(qBytes(p));
+  const tq = qTiles(p), stride = qHeadStride(p);
   for (let t = t0; t < t1; t++) {
     const e = param(p, t < tq ? P.QEXP : P.KEXP);
     if (e == 0) continue;
     const by = f32x4.splat(<f32>pow2(e));
-    const at = tileStart(p, t), end = at + tileBytes(p, t);
-    for (let o = at; o < end; o += 16) store<v128>(o, f32x4.mul(load<v128>(o), by));
+    const at = tileStart(p, t), bytes = tileBytes(p, t);
+    for (let r = 0; r < tileRuns(p, t); r++) {
+      const from = at + <usize>r * stride, end = from + bytes;
+      for (let o = from; o < end; o += 16) store<v128>(o, f32x4.mul(load<v128>(o), by));
+    }
   }
 }

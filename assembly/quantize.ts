@@ -5,7 +5,7 @@
 // (relaxed dot) meets four keys in one vector instruction. K takes one byte per code on both
 // INT8 paths.
 import { P } from './params';
-import { param, paramf, ptr, hmax, truncInRange, transpose4 } from './simd';
+import { param, paramf, ptr, hmax, truncInRange, transpose4, qRowsRead } from './simd';
 import { isRelaxedDot, qRowBytes } from './microkernels';
 
 const SIGN = i32x4.splat(0x80000000);
@@ -72,7 +72,7 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
 // i32x4.dot_i16x8_s, T = i8 for the relaxed i8 x i7 dot. The choice is made once per tile range.
 
 @inline function quantizeQ<T>(p: usize, t0: i32, t1: i32): void {
-  const dp = param(p, P.DP), bq = param(p, P.BQ);
+  const dp = param(p, P.DP), bq = param(p, P.BQ), nqb = param(p, P.NQB);
   // A row of zeros that TypeScript keeps after the K means: Q is quantized without smoothing.
   const zero = ptr(p, P.KMEAN) + (<usize>param(p, P.B) * param(p, P.HKV) * dp << 2);
   // Grouped one-row steps (P.GROUP): head t's row goes to row t % G of its group's block.
@@ -80,10 +80,11 @@ export function k_mean(p: usize, t0: i32, t1: i32): void {
   for (let t = t0; t < t1; t++) {
     const src = ptr(p, P.Q) + (<usize>t * bq * dp << 2);
     const row0 = group > 1 ? <usize>(t / group) * bq + t % group : <usize>t * bq;
-    const amax = absMax(src, zero, bq, dp);
+    const rows = qRowsRead(p, t % nqb);
+    const amax = absMax(src, zero, rows, dp);
     store<f32>(ptr(p, P.QSCALE) + (<usize>t << 2), amax / 127 * paramf(p, P.QK_MUL));
     const inv = f32x4.splat(blockScale(amax));
-    for (let r = 0; r < (group > 1 ? 1 : bq); r++) {
+    for (let r = 0; r < (group > 1 ? 1 : rows); r++) {
       const x = src + (<usize>r * dp << 2);
       const row = row0 + r;
       // The row's 4 bytes of each step go to lane (row & 3) of the group's step vector.
@@ -176,10 +177,10 @@ export function quantize_k(p: usize, t0: i32, t1: i32): void {
 
 /** FP32 Q for the dense path in interleaved groups of 4 rows: tile = (b * H + h) * NQB + i. */
 export function pack_q_f32(p: usize, t0: i32, t1: i32): void {
-  const dp = param(p, P.DP), bq = param(p, P.BQ);
+  const dp = param(p, P.DP), bq = param(p, P.BQ), nqb = param(p, P.NQB);
   const stride = <usize>dp << 2;
   for (let t = t0; t < t1; t++) {
-    for (let r = 0; r < bq; r += 4) {
+    for (let r = 0; r < qRowsRead(p, t % nqb); r += 4) {
       const off = (<usize>t * bq + r) * stride;
       interleave4(ptr(p, P.Q) + off, stride, ptr(p, P.QF) + off, 16, dp);
     }

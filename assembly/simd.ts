@@ -10,6 +10,16 @@ import { P, Head } from './params';
   return load<f32>(p + (<usize>slot << 2));
 }
 
+/**
+ * Rows of query block i that kernels read: its real rows rounded up to a group of 4, the rows of
+ * Stage 2's tiles. TypeScript zeroes the padding rows in that group and leaves the rest unwritten
+ * (a decode step writes 4 rows per head, not a block of 16 or 64).
+ */
+@inline export function qRowsRead(p: usize, i: i32): i32 {
+  const bq = param(p, P.BQ);
+  return min(bq, (param(p, P.NQ) - i * bq + 3) & ~3);
+}
+
 @inline export function ptr(p: usize, slot: P): usize {
   return <usize>load<u32>(p + (<usize>slot << 2));
 }

@@ -5,7 +5,7 @@
 // exp2 and the stages count one op per value.
 import { readFile } from 'node:fs/promises';
 import process from 'node:process';
-import { dimsOf, plan, writeParams } from './memory.js';
+import { dimsOf, paramViews, plan, writeParams } from './memory.js';
 import { P, Head } from '../assembly/params.js';
 import { rng } from './inputs.js';
 import { isNode } from './node.js';
@@ -163,7 +163,7 @@ function stageTasks(k: Exports, memory: WebAssembly.Memory): Task[] {
   const d = dimsOf(1, H, H, N, N, D, 128, 64);
   const p = plan(d, 'sparse', 1, k.attention_scratch_bytes(d.BQ, d.BK, d.DP), { base: TILES_END });
   memory.grow(Math.max(0, Math.ceil(p.end / 65536) - memory.buffer.byteLength / 65536));
-  writeParams(memory.buffer, p, d, false, 1 / 8);
+  writeParams(paramViews(memory.buffer), p, d, false, 1 / 8);
   const f32 = new Float32Array(memory.buffer), r = rng(2), elems = H * N * D;
   for (const slot of [P.Q, P.K, P.V]) {
     const at = p.at[slot]! >> 2;

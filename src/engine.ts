@@ -6,7 +6,7 @@ import {
   checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal, checkOrder,
 } from './checks.js';
 import type { TokenOrder } from './order.js';
-import { type Dims, type Job, type Plan, type PlanOptions, MAX_BYTES, PAGE, Regions, dimsOf, plan, writeParams } from './memory.js';
+import { type Dims, type Job, type Plan, type PlanOptions, type ParamViews, MAX_BYTES, PAGE, Regions, dimsOf, paramViews, plan, qRowsRead, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
 import type { Pool } from './pool.js';
@@ -170,6 +170,7 @@ export class Engine {
   private queue: Promise<unknown> = Promise.resolve();
   /** calls submitted and not yet settled */
   private pending = 0;
+  private views?: ParamViews;
 
   /**
    * memory: plain for one thread, shared (with the module's shared-memory build) for a pool.
@@ -300,7 +301,7 @@ export class Engine {
       );
     }
     this.reserve(p.end, 'this call');
-    writeParams(this.memory.buffer, p, d, c.causal, c.scale);
+    writeParams(this.params(), p, d, c.causal, c.scale);
     this.plan = p;
     const { i32 } = this.params();
     i32[P.QK_MODE] = this.features.int8Dot === 'relaxed' ? 1 : 0;
@@ -319,19 +320,24 @@ export class Engine {
     }
   }
 
-  /** @internal */
-  params(): { i32: Int32Array; f32: Float32Array } {
-    const at = this.plan!.params;
-    return { i32: new Int32Array(this.memory.buffer, at, P.COUNT), f32: new Float32Array(this.memory.buffer, at, P.COUNT) };
+  /** @internal The parameter block, through views made again only when the memory's buffer changes (it grew). */
+  params(): ParamViews {
+    const buffer = this.memory.buffer;
+    if (this.views?.buffer !== buffer) this.views = paramViews(buffer);
+    return this.views;
   }
 
-  /** @internal Copies a user tensor into its padded HND buffer: rows of DP floats, NP rows per head. */
+  /**
+   * @internal Copies a user tensor into its padded HND buffer: rows of DP floats, NP rows per head.
+   * The padding that kernels read is zeroed: every padding row of K and V, and Q's up to qRowsRead.
+   */
   write(slot: P, t: TensorLike, H: number, N: number, NP: number, c: Call): void {
     const d = c.dims;
     const mem = new Float32Array(this.memory.buffer);
     const dst = this.plan!.at[slot]! / 4;
     const D = d.D, DP = d.DP, src = t.data, perm = c.perm;
-    if (DP !== D || NP !== N) mem.fill(0, dst, dst + d.B * H * NP * DP);
+    const read = slot === P.Q ? qRowsRead(d) : NP, pad = DP !== D ? 0 : N;
+    if (pad < read) for (let bh = 0; bh < d.B * H; bh++) mem.fill(0, dst + (bh * NP + pad) * DP, dst + (bh * NP + read) * DP);
     const bulk = c.layout === 'HND' && DP === D && !perm;
     const from = bulk ? -1 : this.stagingFor(src, c);
     for (let b = 0; b < d.B; b++) {

@@ -56,6 +56,14 @@ export function dimsOf(B: number, H: number, HKV: number, NQ: number, NK: number
   };
 }
 
+/**
+ * Rows of each head's Q that kernels read: the real rows rounded up to a group of 4 (Stage 2's row
+ * groups), as qRowsRead in assembly/simd.ts. The padding rows beyond them are never written.
+ */
+export function qRowsRead(d: Dims): number {
+  return Math.min(d.NQB * d.BQ, Math.ceil(d.NQ / 4) * 4);
+}
+
 export interface Plan {
   /** byte offset of each buffer, by parameter slot */
   at: Partial<Record<P, number>>;
@@ -119,9 +127,11 @@ export function plan(d: Dims, job: Job, workers: number, scratch: number, o: Pla
     if (o.lse) at[P.LSE] = take(qRows * 4);
     if ((o.splits ?? 1) > 1) at[P.PART] = take(qBlocks * o.partBytes!);
   }
-  // One maximum per 64 KiB tile of the inputs (assembly/check.ts).
+  // One maximum per tile of the inputs (assembly/check.ts): at most 64 KiB of K or V, and of Q one
+  // or more heads' rows, or up to 64 KiB of one head's.
   const tiles = (bytes: number) => Math.ceil(bytes / 65536);
-  at[P.TILEMAX] = take((tiles(qRows * d.DP * 4) + (kSide ? tiles(kRows * d.DP * 4) * 2 : 0)) * 4);
+  const qTiles = d.B * d.H * tiles(qRowsRead(d) * d.DP * 4);
+  at[P.TILEMAX] = take((qTiles + (kSide ? tiles(kRows * d.DP * 4) * 2 : 0)) * 4);
   const stride = Math.ceil(Math.max(2 * d.DP * 4, d.NKB * 20, scratch) / ALIGN) * ALIGN;
   at[P.SCRATCH_STRIDE] = stride;
   at[P.SCRATCH] = take(stride * workers);
@@ -129,14 +139,28 @@ export function plan(d: Dims, job: Job, workers: number, scratch: number, o: Pla
   return { at, params, end };
 }
 
+/** Views of the parameter block over one buffer of the memory: i32 and f32 by slot, f64 by slot / 2. */
+export interface ParamViews {
+  buffer: ArrayBufferLike;
+  i32: Int32Array;
+  f32: Float32Array;
+  f64: Float64Array;
+}
+
+export function paramViews(buffer: ArrayBufferLike): ParamViews {
+  return {
+    buffer,
+    i32: new Int32Array(buffer, PARAMS_OFFSET, P.COUNT),
+    f32: new Float32Array(buffer, PARAMS_OFFSET, P.COUNT),
+    f64: new Float64Array(buffer, PARAMS_OFFSET, P.COUNT >> 1),
+  };
+}
+
 /**
  * Fills the parameter block: shapes, the causal flag, the scale and every buffer offset. Offsets
  * past 2 GiB read as negative here; the kernels read them as unsigned.
  */
-export function writeParams(buffer: ArrayBufferLike, p: Plan, d: Dims, causal: boolean, scale: number): void {
-  const i32 = new Int32Array(buffer, p.params, P.COUNT);
-  const f32 = new Float32Array(buffer, p.params, P.COUNT);
-  const f64 = (slot: P) => new Float64Array(buffer, p.params + slot * 4, 1);
+export function writeParams({ i32, f32, f64 }: ParamViews, p: Plan, d: Dims, causal: boolean, scale: number): void {
   i32.fill(0);
   i32[P.B] = d.B; i32[P.H] = d.H; i32[P.HKV] = d.HKV; i32[P.NQ] = d.NQ; i32[P.NK] = d.NK;
   i32[P.DP] = d.DP; i32[P.BQ] = d.BQ; i32[P.BK] = d.BK; i32[P.NQB] = d.NQB; i32[P.NKB] = d.NKB;
@@ -144,8 +168,8 @@ export function writeParams(buffer: ArrayBufferLike, p: Plan, d: Dims, causal: b
   f32[P.SCALE] = scale;
   f32[P.QK_MUL] = scale * Math.LOG2E;
   // The same in float64, from which input_range derives them again when it rescales Q and K.
-  f64(P.SCALE64)[0] = scale;
-  f64(P.QK_MUL64)[0] = scale * Math.LOG2E;
+  f64[P.SCALE64 >> 1] = scale;
+  f64[P.QK_MUL64 >> 1] = scale * Math.LOG2E;
   for (const [slot, off] of Object.entries(p.at)) i32[Number(slot)] = off as number;
   i32[P.KSTRIDE] = d.NKB;
   i32[P.SPLITS] = 1;

@@ -93,6 +93,8 @@ interface Slot {
   port?: Port;
   /** resolves when the worker has instantiated the module */
   ready: Promise<void>;
+  /** it has */
+  started: boolean;
   dead: boolean;
   /** why it died */
   why?: string;
@@ -140,15 +142,15 @@ export class Pool {
   }
 
   private start(i: number): Slot {
-    const slot: Slot = { ready: Promise.resolve(), dead: false };
-    let ready!: () => void, failed!: (e: Error) => void, started = false;
+    const slot: Slot = { ready: Promise.resolve(), started: false, dead: false };
+    let ready!: () => void, failed!: (e: Error) => void;
     slot.ready = new Promise<void>((res, rej) => { ready = res; failed = rej; });
     // Seen by the next call (or by create); unobserved until then, it must not end the process.
     slot.ready.catch(() => {});
     const listener: Listener = {
       message: (m) => {
         if (m.type === 'ready') {
-          started = true;
+          slot.started = true;
           slot.port?.unref();
           ready();
           this.wake?.(); // a replacement's first done slot: a waiting caller may go on
@@ -167,7 +169,7 @@ export class Pool {
         this.wake?.();
         void Promise.resolve(slot.port?.terminate()).catch(() => {});
         // Replace a worker that ran; one that could not even start would fail again, forever.
-        if (started) this.slots[i] = this.start(i);
+        if (slot.started) this.slots[i] = this.start(i);
       },
     };
     spawn(this.kind, listener, this.url).then((port) => {
@@ -183,9 +185,12 @@ export class Pool {
    */
   async run(params: number, stages: readonly Stage[], signal?: AbortSignal, caller?: Kernels): Promise<void> {
     if (stages.length > MAX_STAGES) throw new RangeError(`at most ${MAX_STAGES} stages per call`);
-    // Workers still passing the barriers of the last call posted to them must not see this one's counters.
-    await this.settle(this.posted, this.slots.slice(0, this.postedTo));
-    await Promise.all(this.slots.map((s) => s.ready));
+    // Workers still passing the barriers of the last call posted to them must not see this one's
+    // counters. Both waits are skipped when there is nothing to wait for: each costs a turn of
+    // microtasks, tens of microseconds of a decode step whose code is out of cache.
+    const last = this.slots.slice(0, this.postedTo);
+    if (!this.finished(this.posted, last)) await this.settle(this.posted, last);
+    if (this.slots.some((s) => !s.started)) await Promise.all(this.slots.map((s) => s.ready));
     signal?.throwIfAborted();
     const ctl = this.ctl;
     Atomics.store(ctl, ABORT, 0);
@@ -254,15 +259,20 @@ export class Pool {
     if (outcomes.some((o) => o.outcome !== Outcome.Done)) throw new Error('sparge-wasm: this call was aborted by a failure in another worker');
   }
 
+  /** Whether every worker of `slots` has finished `job` (a failed one's error received), or died. */
+  private finished(job: number, slots: readonly Slot[]): boolean {
+    const ctl = this.ctl;
+    return slots.every((s, i) => s.dead || (Atomics.load(ctl, doneOf(i)) >= job &&
+      (Atomics.load(ctl, outcomeOf(i)) !== Outcome.Failed || s.failed?.job === job)));
+  }
+
   /**
    * Waits until every worker of `slots` has finished `job` (at once when they have), or died;
    * returns how each ended, with the error text of a failed one.
    */
   private async settle(job: number, slots: readonly Slot[]): Promise<{ outcome: number; error?: string }[]> {
     const ctl = this.ctl;
-    const finished = (i: number) => slots[i].dead || Atomics.load(ctl, doneOf(i)) >= job;
-    const reported = (i: number) => slots[i].dead || Atomics.load(ctl, outcomeOf(i)) !== Outcome.Failed || slots[i].failed?.job === job;
-    const all = () => slots.every((_, i) => finished(i) && reported(i));
+    const all = () => this.finished(job, slots);
     if (!all()) {
       // From here on a worker that finishes posts a message; one that finished before is seen by
       // the check that follows (both sides store, then load, sequentially consistent).

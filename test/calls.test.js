@@ -49,6 +49,34 @@ for (const [n, e] of Object.entries(engines)) {
     assert.equal(bits(into), bits(plain.data));
   });
 
+  test(`${n} thread(s): padding rows that no kernel reads are left unwritten, and results do not depend on what they hold`, async () => {
+    // Few query rows (a decode step, a short call) fill one row group of 4 per head, not a whole
+    // block; here the rest of their blocks lie where a refused call left NaN.
+    const cache = e.createKVCache({ heads: 2, headDim: 40, capacity: 320 });
+    await cache.append(tensor(k.data, [2, 300, 40]), tensor(v.data, [2, 300, 40]));
+    const shorts = [1, 3, 5].map((nq) => [t([1, 4, nq, 40], 20 + nq), t([1, 2, nq, 40], 30 + nq)]);
+    const run = async () => {
+      const out = [];
+      for (const [qs, ks] of shorts) {
+        out.push((await cache.attention(qs, { causal: true, topk: 0.3 })).output.data);
+        out.push((await cache.attention(qs, { causal: true, topk: 0.3, groupSelection: true })).output.data);
+        out.push((await cache.denseAttention(qs, { causal: true })).data);
+        out.push((await e.attention(qs, ks, ks, { topk: 0.5, precision: ['f32', 'int8', 'int8', 'int8'] })).output.data);
+        out.push((await e.denseAttention(qs, ks, ks)).data);
+      }
+      return out;
+    };
+    const before = await run();
+    const nan = tensor(new Float32Array(4 * 300 * 40).fill(NaN), [1, 4, 300, 40]);
+    await rejects(() => e.attention(nan, nan, nan), Error, /q/);
+    const after = await run();
+    for (let i = 0; i < before.length; i++) {
+      assert.ok(after[i].every(Number.isFinite), `call ${i}`);
+      assert.equal(bits(after[i]), bits(before[i]), `call ${i}`);
+    }
+    await cache.dispose();
+  });
+
   test(`${n} thread(s): an AbortSignal ends the call with its reason; the engine is unchanged`, async () => {
     const reason = new Error('stop now');
     await rejects(() => e.attention(q, k, v, { signal: AbortSignal.abort(reason) }), Error, /stop now/);
