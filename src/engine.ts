@@ -6,7 +6,7 @@ import {
   checkQKV, checkFinite, checkLayout, checkBool, checkNumber, checkPerHead, checkPrecision, checkBlock, checkOptions, checkMask, checkOutput, checkSignal, checkOrder,
 } from './checks.js';
 import type { TokenOrder } from './order.js';
-import { type Dims, type Job, type Plan, type PlanOptions, type ParamViews, MAX_BYTES, PAGE, Regions, dimsOf, paramViews, plan, qRowsRead, writeParams } from './memory.js';
+import { type Dims, type Job, type Plan, type PlanOptions, type ParamViews, MAX_BYTES, PAGE, Planner, Regions, dimsOf, paramViews, qRowsRead, writeParams } from './memory.js';
 import type { Features } from './loader.js';
 import { type Kernels, type Stage, runLocal } from './tiles.js';
 import type { Pool } from './pool.js';
@@ -118,6 +118,15 @@ export interface Stage1Options {
   groupSelection: boolean;
 }
 
+/** A sparse call's options, checked: per-head values as arrays of H. */
+export interface ParsedOptions {
+  parsed: {
+    topk: number[]; cdfThreshold: number[]; simThreshold: number[]; pvThreshold: number[]; fp32: boolean[];
+    attentionSink: boolean; groupSelection: boolean; smoothK: boolean; returnMask: boolean;
+  };
+  stage1: Stage1Options;
+}
+
 export interface Call {
   dims: Dims;
   q: Shape;
@@ -131,6 +140,16 @@ export interface Call {
   returnLse?: boolean;
   /** options.order: row i of each head in memory is the inputs' row perm[i], and so is output row i */
   perm?: Uint32Array;
+}
+
+/**
+ * Call c laid out over other dims, written out field by field: the object spread that did this cost
+ * about 15 microseconds of a decode step whose code was out of cache (bench/decode.js).
+ */
+export function relaid(c: Call, dims: Dims, fp32 = c.fp32): Call {
+  return {
+    dims, q: c.q, layout: c.layout, causal: c.causal, scale: c.scale, output: c.output, signal: c.signal, fp32, returnLse: c.returnLse, perm: c.perm,
+  };
 }
 
 /** A call's inputs; a queued call holds copies of their data. */
@@ -171,6 +190,8 @@ export class Engine {
   /** calls submitted and not yet settled */
   private pending = 0;
   private views?: ParamViews;
+  private readonly planner = new Planner();
+  private lastOptions?: { key: unknown[]; parsed: ParsedOptions };
 
   /**
    * memory: plain for one thread, shared (with the module's shared-memory build) for a pool.
@@ -287,12 +308,12 @@ export class Engine {
 
   /**
    * @internal Lays the call out and writes the parameter block; refuses before touching memory if
-   * it cannot fit. extra: what a KV cache's calls add (src/kvcache.ts).
+   * it cannot fit. extra: what a KV cache's calls add (src/kvcache.ts), with their own planner.
    */
-  prepare(c: Call, job: Job, extra: PlanOptions = {}, scratch = 0): Plan {
+  prepare(c: Call, job: Job, extra: PlanOptions = {}, scratch = 0, planner = this.planner): Plan {
     const d = c.dims;
     // A pool's calling thread takes tiles too, with the scratch after the workers'.
-    const p = plan(d, job, this.pool ? this.threads + 1 : 1, Math.max(scratch, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP)), {
+    const p = planner.plan(d, job, this.pool ? this.threads + 1 : 1, Math.max(scratch, this.k.attention_scratch_bytes(d.BQ, d.BK, d.DP)), {
       base: this.regions.top, fp32: c.fp32?.includes(true), lse: c.returnLse, ...extra,
     });
     if (p.end > MAX_BYTES) {
@@ -530,7 +551,12 @@ export class Engine {
   }
 
   /** @internal Option checks shared by attention() and predictMask(), done before anything runs; H query heads. */
-  sparseOptions(o: Record<string, unknown>, H: number) {
+  sparseOptions(o: Record<string, unknown>, H: number): ParsedOptions {
+    // A decode loop passes the same values at every step: they are parsed again only when they
+    // change. Arrays may change in place between calls, so only plain values are compared.
+    const key = [o.topk, o.cdfThreshold, o.simThreshold, o.pvThreshold, o.precision, o.attentionSink, o.groupSelection, o.smoothK, o.returnMask, H];
+    const last = this.lastOptions;
+    if (last && key.every((x, i) => x === last.key[i] && (x === null || typeof x !== 'object'))) return last.parsed;
     const parsed = {
       topk: checkPerHead('topk', o.topk, 0.5, 0, 1, '(]', H),
       cdfThreshold: checkPerHead('cdfThreshold', o.cdfThreshold, 1, 0, 1, '(]', H),
@@ -552,6 +578,7 @@ export class Engine {
       attentionSink: parsed.attentionSink,
       groupSelection: parsed.groupSelection,
     };
+    this.lastOptions = { key, parsed: { parsed, stage1 } };
     return { parsed, stage1 };
   }
 

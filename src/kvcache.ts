@@ -15,9 +15,9 @@ import {
 } from './checks.js';
 import {
   type Engine, type Call, type AttentionResult, type Tensor, type TensorWithLse, type SpargeOptions, type DenseOptions,
-  SPARGE_KEYS, DENSE_KEYS, DEFAULT_BLOCK_Q, allowedBlocks, checkDensePrecision, denseKernel,
+  SPARGE_KEYS, DENSE_KEYS, DEFAULT_BLOCK_Q, allowedBlocks, checkDensePrecision, denseKernel, relaid,
 } from './engine.js';
-import { type CacheRegion, type Job, dimsOf } from './memory.js';
+import { type CacheRegion, type Job, Planner, dimsOf } from './memory.js';
 import type { Stage } from './tiles.js';
 
 export interface KVCacheOptions {
@@ -93,6 +93,7 @@ export class KVCacheImpl implements KVCache {
   private kmax = 0;
   private vmax = 0;
   private disposed = false;
+  private readonly planner = new Planner();
 
   constructor(private readonly live: () => Engine, options: KVCacheOptions) {
     const o = checkOptions(options, ['heads', 'headDim', 'capacity', 'blockK', 'layout', 'smoothK', 'sparseValues']);
@@ -142,7 +143,7 @@ export class KVCacheImpl implements KVCache {
         const len = this.stored + n;
         this.ensure(engine, len);
         const c = this.appendCall(len);
-        engine.prepare(c, 'append', { cache: this.region, newRows: n }, engine.k.kv_append_scratch_bytes(this.blockK, this.dp));
+        engine.prepare(c, 'append', { cache: this.region, newRows: n }, engine.k.kv_append_scratch_bytes(this.blockK, this.dp), this.planner);
         engine.write(P.KNEW, inputs.k!, this.heads, n, n, c);
         engine.write(P.VNEW, inputs.v!, this.heads, n, n, c);
         this.setParams(engine, this.stored, n);
@@ -309,11 +310,11 @@ export class KVCacheImpl implements KVCache {
   private grouped(c0: Call): Call | undefined {
     const G = c0.q.H / this.heads;
     if (c0.q.N !== 1 || G === 1) return undefined;
-    return {
-      ...c0, causal: false, layout: 'HND',
-      q: { B: 1, H: this.heads, N: G, D: this.headDim, threeD: true },
-      dims: dimsOf(1, this.heads, this.heads, G, this.logical, this.headDim, c0.dims.BQ, this.blockK),
-    };
+    const c = relaid(c0, dimsOf(1, this.heads, this.heads, G, this.logical, this.headDim, c0.dims.BQ, this.blockK));
+    c.causal = false;
+    c.layout = 'HND';
+    c.q = { B: 1, H: this.heads, N: G, D: this.headDim, threeD: true };
+    return c;
   }
 
   /** A grouped step's output and log-sum-exps are the query heads' rows as they lie: gives them the caller's shape. */
@@ -334,11 +335,11 @@ export class KVCacheImpl implements KVCache {
   /** Lays out a query call over the tokens now in memory and writes q; returns it and its key splits. */
   private stageQuery(engine: Engine, c0: Call, job: Job, q: TensorLike, fp32?: boolean[]): [Call, number] {
     if (this.stored === 0) throw new RangeError('q: the KV cache is empty (its appends failed or were aborted)');
-    const c: Call = { ...c0, fp32, dims: dimsOf(1, c0.q.H, this.heads, c0.q.N, this.stored, this.headDim, c0.dims.BQ, this.blockK) };
+    const c = relaid(c0, dimsOf(1, c0.q.H, this.heads, c0.q.N, this.stored, this.headDim, c0.dims.BQ, this.blockK), fp32);
     const d = c.dims, splits = this.splits(c);
     engine.prepare(c, job, {
       cache: this.region, splits, newRows: 0, partBytes: engine.k.part_bytes(1, splits, d.BQ, d.DP),
-    }, engine.k.kv_append_scratch_bytes(this.blockK, this.dp));
+    }, engine.k.kv_append_scratch_bytes(this.blockK, this.dp), this.planner);
     engine.write(P.Q, q, d.H, d.NQ, d.NQB * d.BQ, c);
     this.setParams(engine, this.stored, 0);
     const { i32, f32 } = engine.params();
