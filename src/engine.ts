@@ -192,6 +192,7 @@ export class Engine {
   private views?: ParamViews;
   private readonly planner = new Planner();
   private lastOptions?: { key: unknown[]; parsed: ParsedOptions };
+  private heads?: { buffer: ArrayBufferLike; at: number; n: number; i32: Int32Array; f32: Float32Array };
 
   /**
    * memory: plain for one thread, shared (with the module's shared-memory build) for a pool.
@@ -485,8 +486,11 @@ export class Engine {
 
   /** The per-head records of Stage 1 and Stage 2 (params.ts, Head). */
   private headTable(c: Call): { i32: Int32Array; f32: Float32Array } {
-    const at = this.plan!.at[P.HEADS]!, n = c.dims.H * Head.COUNT;
-    return { i32: new Int32Array(this.memory.buffer, at, n), f32: new Float32Array(this.memory.buffer, at, n) };
+    const buffer = this.memory.buffer, at = this.plan!.at[P.HEADS]!, n = c.dims.H * Head.COUNT;
+    const h = this.heads;
+    if (h?.buffer === buffer && h.at === at && h.n === n) return h;
+    this.heads = { buffer, at, n, i32: new Int32Array(buffer, at, n), f32: new Float32Array(buffer, at, n) };
+    return this.heads;
   }
 
   /** @internal */

@@ -111,7 +111,7 @@ export class Pool {
   private posted = 0;
   private postedTo = 0;
   /** per list of stages (kernels and tiles), whether its last call ran longer than WAKE_MS on the calling thread */
-  private readonly long = new Map<string, boolean>();
+  private readonly long = new Map<number, boolean>();
   private closed = false;
   /** wakes a caller waiting in settle(): a worker's message or death */
   private wake?: () => void;
@@ -198,12 +198,14 @@ export class Pool {
       Atomics.store(ctl, TAKEN + s, 0);
       Atomics.store(ctl, DONE + s, 0);
     }
-    // The stages, and as a key the kernels and tile counts that identify calls like this one.
-    let key = '';
+    // The stages, and as a key a hash (FNV-1a) of the kernels and tile counts that identify calls
+    // like this one: a collision only wakes the workers early or late.
+    let key = 0x811c9dc5;
     stages.forEach(([name, tiles], s) => {
-      ctl[KERNEL + s] = this.names.get(name)!;
+      const kernel = this.names.get(name)!;
+      ctl[KERNEL + s] = kernel;
       ctl[TILES + s] = tiles;
-      key += `${name}:${tiles},`;
+      key = Math.imul(Math.imul(key ^ kernel, 0x01000193) ^ tiles, 0x01000193);
     });
     ctl[NSTAGES] = stages.length;
     ctl[PARAMS] = params;
