@@ -93,7 +93,7 @@ interface Slot {
   port?: Port;
   /** resolves when the worker has instantiated the module */
   ready: Promise<void>;
-  /** it has */
+  /** ready has resolved: a call need not await it */
   started: boolean;
   dead: boolean;
   /** why it died */
