@@ -292,7 +292,7 @@ export class KVCacheImpl implements KVCache {
     if (bk !== this.blockK) throw new RangeError(`options.blockK must be the cache's ${this.blockK} (createKVCache's blockK), got ${bk}`);
     const bq = checkBlock('options.blockQ', o.blockQ, DEFAULT_BLOCK_Q);
     return {
-      dims: dimsOf(1, qs.H, this.heads, qs.N, this.logical, qs.D, queryBlock(bq, qs.N), this.blockK),
+      dims: dimsOf(1, qs.H, this.heads, qs.N, this.logical, qs.D, bq, this.blockK),
       q: qs, layout, causal,
       scale: checkNumber('scale', o.scale, 1 / Math.sqrt(qs.D), 0, Infinity, '()'),
       output: checkOutput(o.output, qs.H * qs.N * qs.D),
@@ -442,15 +442,6 @@ export class KVCacheImpl implements KVCache {
     for (let h = 0; h < this.heads; h++) new Uint8Array(engine.memory.buffer, at[P.KPSUM]! + h * (blocks + 1) * dp * 4, dp * 4).fill(0);
     return { at, base };
   }
-}
-
-/**
- * The query block of a call with n rows: blockQ, or for fewer rows the multiple of 16 that holds
- * them (one block either way, so the same mask and output): a decode step's padding rows are
- * cleared and read by the kernels, 63 of them per head at the default blockQ of 64.
- */
-function queryBlock(bq: number, n: number): number {
-  return Math.min(bq, Math.ceil(n / 16) * 16);
 }
 
 function checkCount(name: string, x: unknown, dflt: number | undefined): number {
