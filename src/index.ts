@@ -33,7 +33,7 @@ const host: Host = {
 
   async startPool(kind, sources, size, workerUrl) {
     const shared = sharedMemory();
-    const workers = await workerKind();
+    const workers = await workerKind(workerUrl);
     if (sources && !sources[`${kind}-shared`]) return `options.wasm holds no '${kind}-shared' module`;
     if (typeof shared === 'string') return shared;
     if (!workers) return 'this runtime has neither Web Workers nor worker_threads';

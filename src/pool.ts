@@ -30,18 +30,38 @@ interface Listener {
   died(why: string): void;
 }
 
-/** Which worker API this runtime has: Web Workers first (Deno, Bun, browsers), then Node's. */
-export async function workerKind(): Promise<'web' | 'worker_threads' | undefined> {
-  if (typeof (globalThis as { Worker?: unknown }).Worker === 'function') return 'web';
+const WORKER_FILE = './worker.js';
+
+/**
+ * Which worker API this runtime has: Web Workers (Bun, browsers), else Node's. Deno has both and
+ * takes Node's where it finds the worker script as a file (`url`, else worker.js beside this
+ * module; a bundle such as Vite's renames it and keeps Web Workers): its Web Workers cannot be
+ * unref'd, so an engine left undisposed kept the process from exiting.
+ */
+export async function workerKind(url?: URL): Promise<'web' | 'worker_threads' | undefined> {
+  const web = typeof (globalThis as { Worker?: unknown }).Worker === 'function';
+  if (web && !await denoFile(url)) return 'web';
   if (isNode()) {
     try {
       await importNode('node:worker_threads');
       return 'worker_threads';
     } catch {
-      return undefined;
+      // the runtime's Web Workers, if any
     }
   }
-  return undefined;
+  return web ? 'web' : undefined;
+}
+
+/** Whether this is Deno and the worker script is a file there. */
+async function denoFile(url?: URL): Promise<boolean> {
+  const deno = (globalThis as { Deno?: { stat(u: URL): Promise<unknown> } }).Deno;
+  if (!deno) return false;
+  try {
+    const file = url ?? new URL(WORKER_FILE, import.meta.url);
+    return file.protocol === 'file:' && await deno.stat(file).then(() => true, () => false);
+  } catch {
+    return false; // no module URL
+  }
 }
 
 /**
@@ -82,7 +102,6 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): P
   return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
 }
 
-const WORKER_FILE = './worker.js';
 
 /** How long the calling thread takes tiles of a call before it leaves the rest to the workers. */
 const CALLER_MS = 1;
