@@ -377,29 +377,50 @@ export function merge_splits(p: usize, t0: i32, t1: i32, worker: i32): void {
  * entry, since one function holding all six instances of the driver ran 16-29% slower.
  */
 export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
-  sparseTiles<Block>(p, t0, t1, worker);
-}
-
-/** attend_sparse for tiles of at most 4 rows (NQ <= 4, or grouped one-row steps). */
-export function attend_sparse_step(p: usize, t0: i32, t1: i32, worker: i32): void {
-  sparseTiles<Step>(p, t0, t1, worker);
-}
-
-// A KV cache's steps read its bfloat16 copy of V where it keeps one: they are bound by reading.
-@inline function sparseTiles<R>(p: usize, t0: i32, t1: i32, worker: i32): void {
-  if (sizeof<R>() == 4 && ptr(p, P.VH) != 0) sparseTilesOf<R, ValuesBf16>(p, t0, t1, worker);
-  else sparseTilesOf<R, ValuesF32>(p, t0, t1, worker);
-}
-
-@inline function sparseTilesOf<R, V>(p: usize, t0: i32, t1: i32, worker: i32): void {
   const shuf = param(p, P.SPLAT) != 0, relaxed = param(p, P.QK_MODE) != 0;
   for (let t = t0; t < t1; t++) {
     if (fp32Head(p, t)) continue;
     if (relaxed) {
-      if (shuf) attend<i8, SplatByShuffle, Masked, R, V>(p, t, t + 1, worker);
-      else attend<i8, SplatByLoad, Masked, R, V>(p, t, t + 1, worker);
-    } else if (shuf) attend<i16, SplatByShuffle, Masked, R, V>(p, t, t + 1, worker);
-    else attend<i16, SplatByLoad, Masked, R, V>(p, t, t + 1, worker);
+      if (shuf) attend<i8, SplatByShuffle, Masked, Block, ValuesF32>(p, t, t + 1, worker);
+      else attend<i8, SplatByLoad, Masked, Block, ValuesF32>(p, t, t + 1, worker);
+    } else if (shuf) attend<i16, SplatByShuffle, Masked, Block, ValuesF32>(p, t, t + 1, worker);
+    else attend<i16, SplatByLoad, Masked, Block, ValuesF32>(p, t, t + 1, worker);
+  }
+}
+
+// attend_sparse for tiles of at most 4 rows (NQ <= 4, or grouped one-row steps): one entry per
+// INT8 dot and broadcast, which TypeScript picks from the engine's features (src/engine.ts,
+// sparseStep). With all eight instances in one function (two dots, two broadcasts, FP32 or
+// bfloat16 V) a 16K-token decode step took 15-30% longer, though whole-sequence calls gain nothing
+// from splitting attend_sparse's four.
+
+/** The step entry for the i16 dot, broadcasts by load32_splat. */
+export function attend_sparse_step_i16_load(p: usize, t0: i32, t1: i32, worker: i32): void {
+  stepTiles<i16, SplatByLoad>(p, t0, t1, worker);
+}
+
+/** The step entry for the i16 dot, broadcasts by shuffles. */
+export function attend_sparse_step_i16_shuffle(p: usize, t0: i32, t1: i32, worker: i32): void {
+  stepTiles<i16, SplatByShuffle>(p, t0, t1, worker);
+}
+
+/** The step entry for the relaxed i8 dot (empty in the baseline module, which never runs it). */
+export function attend_sparse_step_i8_load(p: usize, t0: i32, t1: i32, worker: i32): void {
+  if (ASC_FEATURE_RELAXED_SIMD) stepTiles<i8, SplatByLoad>(p, t0, t1, worker);
+}
+
+/** The step entry for the relaxed i8 dot, broadcasts by shuffles. */
+export function attend_sparse_step_i8_shuffle(p: usize, t0: i32, t1: i32, worker: i32): void {
+  if (ASC_FEATURE_RELAXED_SIMD) stepTiles<i8, SplatByShuffle>(p, t0, t1, worker);
+}
+
+// A KV cache's steps read its bfloat16 copy of V where it keeps one: they are bound by reading.
+@inline function stepTiles<T, B>(p: usize, t0: i32, t1: i32, worker: i32): void {
+  const bf16 = ptr(p, P.VH) != 0;
+  for (let t = t0; t < t1; t++) {
+    if (fp32Head(p, t)) continue;
+    if (bf16) attend<T, B, Masked, Step, ValuesBf16>(p, t, t + 1, worker);
+    else attend<T, B, Masked, Step, ValuesF32>(p, t, t + 1, worker);
   }
 }
 

@@ -3,5 +3,9 @@
 export { input_max, input_max_tiles, input_range, prescale, prescale_tiles } from './check';
 export { k_mean, quantize_q, quantize_k, pack_q_f32, pack_k_f32 } from './quantize';
 export { pool_q, pool_k, predict } from './predict';
-export { attend_sparse, attend_sparse_step, attend_sparse_f32, attend_dense, attend_dense_step, merge_splits, attention_scratch_bytes, part_bytes, relaxed_dot_probe } from './attention';
+export {
+  attend_sparse, attend_sparse_step_i16_load, attend_sparse_step_i16_shuffle, attend_sparse_step_i8_load,
+  attend_sparse_step_i8_shuffle, attend_sparse_f32, attend_dense, attend_dense_step, merge_splits,
+  attention_scratch_bytes, part_bytes, relaxed_dot_probe,
+} from './attention';
 export { kv_append, kv_append_scratch_bytes } from './kvcache';

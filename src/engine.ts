@@ -169,6 +169,12 @@ const copyOf = (t: TensorLike | undefined): TensorLike | undefined => t && { dat
  */
 const stepTiles = (d: Dims): boolean => d.NQ <= 4;
 
+/** Stage 2's entry for sparse step tiles by the engine's INT8 dot and broadcast (assembly/attention.ts). */
+const SPARSE_STEP = {
+  i16: { load: 'attend_sparse_step_i16_load', shuffle: 'attend_sparse_step_i16_shuffle' },
+  relaxed: { load: 'attend_sparse_step_i8_load', shuffle: 'attend_sparse_step_i8_shuffle' },
+} as const;
+
 /** The dense Stage 2 entry for a call's tiles. */
 export const denseKernel = (d: Dims): string => (stepTiles(d) ? 'attend_dense_step' : 'attend_dense');
 
@@ -526,7 +532,7 @@ export class Engine {
       i32[h * Head.COUNT + Head.FP32] = c.fp32?.[h] ? 1 : 0;
     }
     const merge: Stage[] = splits > 1 ? [['merge_splits', tiles]] : [];
-    const attend = stepTiles(d) ? 'attend_sparse_step' : 'attend_sparse';
+    const attend = stepTiles(d) ? SPARSE_STEP[this.features.int8Dot][this.features.splat] : 'attend_sparse';
     if (!c.fp32?.includes(true)) return [[attend, tiles * splits], ...merge];
     return [
       ['pack_q_f32', tiles], ['pack_k_f32', cached ? 0 : d.B * d.HKV * d.NKB],
