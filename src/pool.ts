@@ -102,7 +102,6 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): P
   return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
 }
 
-
 /** How long the calling thread takes tiles of a call before it leaves the rest to the workers. */
 const CALLER_MS = 1;
 /** How long a call runs on the calling thread alone before the workers are woken: about what waking them costs. */
