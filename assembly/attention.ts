@@ -391,8 +391,8 @@ export function attend_sparse(p: usize, t0: i32, t1: i32, worker: i32): void {
 // attend_sparse for tiles of at most 4 rows (NQ <= 4, or grouped one-row steps): one entry per
 // INT8 dot and broadcast, which TypeScript picks from the engine's features (src/engine.ts,
 // SPARSE_STEP). With all eight instances in one function (two dots, two broadcasts, FP32 or
-// bfloat16 V) decode steps took 15-20% longer, though whole-sequence calls gain nothing from
-// splitting attend_sparse's four.
+// bfloat16 V) decode steps took 13-24% longer (bench/decode-loop.js), though whole-sequence calls
+// gain nothing from splitting attend_sparse's four.
 
 /** The step entry for the i16 dot, broadcasts by load32_splat. */
 export function attend_sparse_step_i16_load(p: usize, t0: i32, t1: i32, worker: i32): void {
