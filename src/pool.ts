@@ -1,12 +1,12 @@
 // The worker pool: N workers instantiate one compiled module over one shared WebAssembly memory.
 // A call writes its stages into the control block and wakes the workers with an atomic notify;
 // workers take tiles from atomic counters (tiles.ts), so uneven sparsity balances itself. The
-// calling thread takes tiles too for its first millisecond, and wakes the workers only once the
-// call looks longer than waking them costs: a short call (a decode step of a small model) is done
-// on it alone. While it takes tiles it counts as one of the N threads: the last worker is woken
-// when it leaves. The next call first makes sure every worker woken has passed the previous one. No
-// message is posted per call: a worker posts one only to a caller that has stopped taking tiles
-// and waits, or to carry an error.
+// calling thread takes tiles too, for the whole of a call that ends within 16 ms and for the first
+// millisecond of a longer one, and wakes the workers only once the call looks longer than waking
+// them costs: a short call (a decode step of a small model) is done on it alone. While it takes
+// tiles it counts as one of the N threads: the last worker is woken when it leaves. The next call
+// first makes sure every worker woken has passed the previous one. No message is posted per call:
+// a worker posts one only to a caller that has stopped taking tiles and waits, or to carry an error.
 // Life cycle after piscina: workers are unref'd while idle (a forgotten engine does not keep a Node
 // process alive), a failed call rejects with the worker's error, a dead worker is replaced.
 import type { FromWorker, ToWorker } from './worker.js';
@@ -102,8 +102,13 @@ async function spawn(kind: 'web' | 'worker_threads', on: Listener, url?: URL): P
   return { post: (m) => w.postMessage(m), ref: () => w.ref(), unref: () => w.unref(), terminate: () => w.terminate() };
 }
 
-/** How long the calling thread takes tiles of a call before it leaves the rest to the workers. */
-const CALLER_MS = 1;
+/** How long the calling thread takes tiles of a call before it may leave the rest to the workers. */
+const LEAVE_MS = 1;
+/**
+ * It stays on in a call that looks like ending within this long of its start (a frame at 60 Hz):
+ * a decode step over a long history (1-12 ms here) is done with no worker woken mid-call.
+ */
+const STAY_MS = 16;
 /** How long a call runs on the calling thread alone before the workers are woken: about what waking them costs. */
 const WAKE_MS = 0.1;
 
@@ -128,8 +133,8 @@ export class Pool {
   /** the last job posted to the workers (a short call runs on the calling thread alone), and to how many of them */
   private posted = 0;
   private postedTo = 0;
-  /** per list of stages (kernels and tiles), whether its last call ran longer than WAKE_MS on the calling thread */
-  private readonly long = new Map<number, boolean>();
+  /** per list of stages (kernels and tiles), how long its last call took, in ms */
+  private readonly took = new Map<number, number>();
   private closed = false;
   /** wakes a caller waiting in settle(): a worker's message or death */
   private wake?: () => void;
@@ -246,37 +251,50 @@ export class Pool {
       this.postedTo = sent;
     };
     const helpers = caller ? slots.length - 1 : slots.length;
+    const t0 = performance.now(), before = this.took.get(key);
     // A call like one that ran long (a decode loop repeats its stages) wakes them at once.
-    if (!caller || this.long.get(key)) post(helpers);
+    if (!caller || (before ?? 0) > WAKE_MS) post(helpers);
     if (caller) {
       let share;
-      const t0 = performance.now();
       try {
-        // Its scratch is the one after the workers' (Engine.prepare lays out size + 1).
-        share = runShared(caller, ctl, params, stages, this.size, t0 + CALLER_MS, { ms: WAKE_MS, run: () => post(helpers) });
+        // Its scratch is the one after the workers' (Engine.prepare lays out size + 1). A call like
+        // one that took longer than STAY_MS it leaves at LEAVE_MS: the first stages of such a call
+        // each look short, and it stayed through them for 7-12 ms of a whole-sequence top-k call
+        // (N = 4096, 2 threads) instead of 1.
+        share = runShared(caller, ctl, params, stages, this.size, {
+          leaveMs: LEAVE_MS, stayMs: (before ?? 0) > STAY_MS ? LEAVE_MS : STAY_MS, threads: slots.length,
+          wake: { ms: WAKE_MS, run: () => post(helpers) },
+        });
       } catch (e) {
         abortShared(ctl);
         await this.settle(this.posted, slots.slice(0, this.postedTo));
         const err = e as Error;
         throw new Error(`sparge-wasm: the calling thread failed during this call: ${err?.name ?? 'Error'}: ${err?.message ?? String(e)}`);
       }
-      if (this.long.size >= 256) this.long.clear();
-      this.long.set(key, performance.now() - t0 > WAKE_MS);
       const last = stages.length - 1;
       // Every tile of every stage done: the workers only pass the barriers, and the next call
       // waits for them. (A refused call ends early, with tiles left that a late worker could take
       // with the next call's parameters: it waits for the workers as usual.)
-      if (share === 'done' && Atomics.load(ctl, DONE + last) >= stages[last][1]) return;
+      if (share === 'done' && Atomics.load(ctl, DONE + last) >= stages[last][1]) {
+        this.remember(key, t0);
+        return;
+      }
       post();
     }
     const stop = () => abortShared(ctl);
     signal?.addEventListener('abort', stop);
     const outcomes = await this.settle(job, slots);
     signal?.removeEventListener('abort', stop);
+    this.remember(key, t0);
     const failure = outcomes.find((o) => o.outcome === Outcome.Failed);
     if (failure) throw new Error(`sparge-wasm: a worker failed during this call: ${failure.error}`);
     signal?.throwIfAborted();
     if (outcomes.some((o) => o.outcome !== Outcome.Done)) throw new Error('sparge-wasm: this call was aborted by a failure in another worker');
+  }
+
+  private remember(key: number, t0: number): void {
+    if (this.took.size >= 256) this.took.clear();
+    this.took.set(key, performance.now() - t0);
   }
 
   /** Whether every worker of `slots` has finished `job` (a failed one's error received), or died. */

@@ -4,6 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createSparge } from '../dist/src/index.js';
+import { runShared, CONTROL_SLOTS, DONE, PARAMS_OFFSET } from '../dist/src/tiles.js';
 import { gaussian, tensor, loadCase } from './helpers.js';
 
 const simd = process.env.SPARGE_SIMD ?? 'auto';
@@ -117,6 +118,25 @@ test('without SharedArrayBuffer the engine runs on the calling thread and says w
   assert.is(out.features.sharedArrayBuffer, false);
   assert.match(out.features.threadsReason, /SharedArrayBuffer is not available/);
   assert.ok(Number.isFinite(out.sum));
+});
+
+test('the calling thread leaves a call only past leaveMs, and only when it looks longer than stayMs', () => {
+  // One stage of 5 tiles of at least 1 ms each, run by the calling thread alone (no worker takes any).
+  const share = (terms) => {
+    const ctl = new Int32Array(new SharedArrayBuffer(PARAMS_OFFSET + 4096), 0, CONTROL_SLOTS);
+    let ran = 0;
+    const busy = () => {
+      ran++;
+      const end = performance.now() + 1;
+      while (performance.now() < end);
+    };
+    return { share: runShared({ busy }, ctl, PARAMS_OFFSET, [['busy', 5]], 0, { threads: 1, ...terms }), ran, done: ctl[DONE] };
+  };
+  assert.equal(share({ leaveMs: -1, stayMs: -1 }), { share: 'left', ran: 0, done: 0 });
+  assert.equal(share({ leaveMs: -1, stayMs: 1e9 }), { share: 'done', ran: 5, done: 5 });
+  assert.equal(share({ leaveMs: 1e9, stayMs: -1 }), { share: 'done', ran: 5, done: 5 });
+  // After its first tile the rest looks like 4 ms more: past a stayMs of 2.5, so it leaves.
+  assert.equal(share({ leaveMs: -1, stayMs: 2.5 }), { share: 'left', ran: 1, done: 1 });
 });
 
 test('node --input-type=module -e gets its threads (workers take none of the parent\'s flags)', () => {
