@@ -251,9 +251,9 @@ export class Pool {
       this.postedTo = sent;
     };
     const helpers = caller ? slots.length - 1 : slots.length;
-    const t0 = performance.now(), before = this.took.get(key);
+    const t0 = performance.now(), before = this.took.get(key) ?? 0;
     // A call like one that ran long (a decode loop repeats its stages) wakes them at once.
-    if (!caller || (before ?? 0) > WAKE_MS) post(helpers);
+    if (!caller || before > WAKE_MS) post(helpers);
     if (caller) {
       let share;
       try {
@@ -262,7 +262,7 @@ export class Pool {
         // each look short, and it stayed through them for 7-12 ms of a whole-sequence top-k call
         // (N = 4096, 2 threads) instead of 1.
         share = runShared(caller, ctl, params, stages, this.size, {
-          leaveMs: LEAVE_MS, stayMs: (before ?? 0) > STAY_MS ? LEAVE_MS : STAY_MS, threads: slots.length,
+          leaveMs: LEAVE_MS, stayMs: before > STAY_MS ? LEAVE_MS : STAY_MS, threads: slots.length,
           wake: { ms: WAKE_MS, run: () => post(helpers) },
         });
       } catch (e) {
